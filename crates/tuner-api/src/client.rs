@@ -1,0 +1,243 @@
+//! A typed client for the tuner HTTP API.
+
+use reqwest::{Method, StatusCode};
+use serde::{Serialize, de::DeserializeOwned};
+use tuner_core::{StudyId, TrialId};
+
+use crate::{
+    AskRequest, AskResponse, Best, CompleteRequest, ErrorBody, ErrorDetail, FailRequest,
+    HeartbeatRequest, HeartbeatResponse, ReportRequest, ReportResponse, Study, StudyList, Trial,
+    TrialList,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach the tuner server at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error envelope.
+    #[error("{message} ({status}, {code}){}", details_text(.details))]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        details: Vec<ErrorDetail>,
+    },
+    #[error("unexpected answer from the server ({status}): {body}")]
+    Unexpected { status: u16, body: String },
+}
+
+fn details_text(details: &[ErrorDetail]) -> String {
+    details
+        .iter()
+        .map(|d| format!("\n  - {}: {}", d.path, d.message))
+        .collect()
+}
+
+impl ClientError {
+    /// The HTTP status, where the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } | Self::Unexpected { status, .. } => Some(*status),
+            Self::Connect { .. } => None,
+        }
+    }
+}
+
+/// A client bound to one server's base URL (e.g. `http://127.0.0.1:8470`).
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A study document in the syntax it was written in.
+#[derive(Debug, Clone, Copy)]
+pub enum DocFormat {
+    Json,
+    Yaml,
+}
+
+impl ApiClient {
+    pub fn new(base: impl Into<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_owned();
+        Self {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Vec<u8>, &'static str)>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some((bytes, content_type)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let connect = |source| ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(connect)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(connect)?.to_vec();
+        if status.is_client_error() || status.is_server_error() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: body.error.code,
+                    message: body.error.message,
+                    details: body.error.details,
+                },
+                Err(_) => ClientError::Unexpected {
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&bytes).into_owned(),
+                },
+            });
+        }
+        Ok((status, bytes))
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(|b| serde_json::to_vec(b).map(|v| (v, "application/json")))
+            .transpose()
+            .map_err(|e| ClientError::Unexpected {
+                status: 0,
+                body: e.to_string(),
+            })?;
+        let (status, bytes) = self.send(method, path, body).await?;
+        decode(status, &bytes)
+    }
+
+    /// `POST /studies` with a document as written (JSON or YAML).
+    pub async fn create_study(&self, doc: &str, format: DocFormat) -> Result<Study, ClientError> {
+        let content_type = match format {
+            DocFormat::Json => "application/json",
+            DocFormat::Yaml => "application/yaml",
+        };
+        let (status, bytes) = self
+            .send(
+                Method::POST,
+                "/studies",
+                Some((doc.as_bytes().to_vec(), content_type)),
+            )
+            .await?;
+        decode(status, &bytes)
+    }
+
+    pub async fn list_studies(&self) -> Result<StudyList, ClientError> {
+        self.json(Method::GET, "/studies", None::<&()>).await
+    }
+
+    pub async fn get_study(&self, id: StudyId) -> Result<Study, ClientError> {
+        self.json(Method::GET, &format!("/studies/{id}"), None::<&()>)
+            .await
+    }
+
+    pub async fn list_trials(&self, id: StudyId) -> Result<TrialList, ClientError> {
+        self.json(Method::GET, &format!("/studies/{id}/trials"), None::<&()>)
+            .await
+    }
+
+    pub async fn best(&self, id: StudyId) -> Result<Best, ClientError> {
+        self.json(Method::GET, &format!("/studies/{id}/best"), None::<&()>)
+            .await
+    }
+
+    /// Study control: `stop`, `pause` or `resume`.
+    pub async fn control(&self, id: StudyId, action: &str) -> Result<Study, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/studies/{id}/{action}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn delete_study(&self, id: StudyId) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/studies/{id}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Leases the next trial; `None` when the study has nothing left to hand out.
+    pub async fn ask(
+        &self,
+        id: StudyId,
+        req: &AskRequest,
+    ) -> Result<Option<AskResponse>, ClientError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let (status, bytes) = self
+            .send(
+                Method::POST,
+                &format!("/studies/{id}/ask"),
+                Some((body, "application/json")),
+            )
+            .await?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        decode(status, &bytes).map(Some)
+    }
+
+    pub async fn heartbeat(
+        &self,
+        trial: TrialId,
+        req: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/trials/{trial}/heartbeat"),
+            Some(req),
+        )
+        .await
+    }
+
+    pub async fn report(
+        &self,
+        trial: TrialId,
+        req: &ReportRequest,
+    ) -> Result<ReportResponse, ClientError> {
+        self.json(Method::POST, &format!("/trials/{trial}/report"), Some(req))
+            .await
+    }
+
+    pub async fn complete(
+        &self,
+        trial: TrialId,
+        req: &CompleteRequest,
+    ) -> Result<Trial, ClientError> {
+        self.json(Method::POST, &format!("/trials/{trial}/complete"), Some(req))
+            .await
+    }
+
+    pub async fn fail(&self, trial: TrialId, req: &FailRequest) -> Result<Trial, ClientError> {
+        self.json(Method::POST, &format!("/trials/{trial}/fail"), Some(req))
+            .await
+    }
+}
+
+fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Unexpected {
+        status: status.as_u16(),
+        body: format!("{e}: {}", String::from_utf8_lossy(bytes)),
+    })
+}

@@ -1,0 +1,248 @@
+//! tuner-api: the JSON shapes of the tuner HTTP API, shared by the server, the
+//! built-in workers and the CLI, plus (feature `client`) a small typed client.
+//!
+//! Must not depend on the server, store, optimizer or trainer: any program that
+//! speaks the protocol can use these types.
+
+#[cfg(feature = "client")]
+mod client;
+
+#[cfg(feature = "client")]
+pub use client::{ApiClient, ClientError, DocFormat};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tuner_core::{Params, StudyId, StudyState, TrialId, TrialState};
+
+/// Header that may carry a lease token instead of the body's `lease_token`.
+pub const LEASE_TOKEN_HEADER: &str = "x-lease-token";
+
+/// Every error answer: `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Stable, machine-readable: `not_found`, `invalid_search_space`, `lease_mismatch`, ...
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ErrorDetail>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Dotted path of the offending field, e.g. `parameters.lr.min`.
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialCounts {
+    pub pending: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub pruned: u64,
+    pub failed: u64,
+    pub total: u64,
+}
+
+/// A study. `GET /studies` leaves out `spec`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Study {
+    pub id: StudyId,
+    pub name: String,
+    pub state: StudyState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    pub objective: Objective,
+    pub optimizer: String,
+    pub max_trials: u32,
+    pub counts: TrialCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestSummary>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The validated search-space document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Objective {
+    pub metric: String,
+    /// `maximize` or `minimize`.
+    pub direction: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BestSummary {
+    pub trial_id: TrialId,
+    pub number: u64,
+    pub value: f64,
+    pub params: Params,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyList {
+    pub studies: Vec<Study>,
+}
+
+/// A trial with everything known about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trial {
+    pub id: TrialId,
+    pub study_id: StudyId,
+    pub number: u64,
+    pub state: TrialState,
+    pub params: Params,
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Value>,
+    /// Per-epoch reports, in epoch order.
+    #[serde(default)]
+    pub intermediate: Vec<EpochReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_epoch: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Leases handed out for this trial so far (more than 1 after a lost worker).
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochReport {
+    pub epoch: u32,
+    pub value: Option<f64>,
+    pub metrics: Value,
+    pub reported_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrialList {
+    pub trials: Vec<Trial>,
+}
+
+/// `GET /studies/{id}/best`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Best {
+    pub study_id: StudyId,
+    pub trial: Trial,
+    /// The tuned params merged with the study's fixed values: a config to train from.
+    pub config: Params,
+}
+
+/// `POST /studies/{id}/ask` body (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// A name for the worker, shown in trial listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+/// `POST /studies/{id}/ask` answer: a trial and the lease on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AskResponse {
+    pub trial: LeasedTrial,
+    pub lease: Lease,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeasedTrial {
+    pub id: TrialId,
+    pub study_id: StudyId,
+    pub number: u64,
+    /// The tuned parameters (active ones only).
+    pub params: Params,
+    /// `params` merged with the study's `fixed` values.
+    pub config: Params,
+    /// 1 on the first lease, more when re-run after a lost lease.
+    pub attempt: u32,
+    pub objective: Objective,
+    /// The study's `trainer` section, as written.
+    pub trainer: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub token: String,
+    pub expires_at: String,
+    /// Seconds a lease lasts; heartbeat well within this.
+    pub ttl_seconds: f64,
+}
+
+/// Body of `POST /trials/{id}/heartbeat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub expires_at: String,
+}
+
+/// Body of `POST /trials/{id}/report`: one epoch's metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+    pub epoch: u32,
+    /// The objective at this epoch; taken from `metrics[objective.metric]` if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default)]
+    pub metrics: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportAction {
+    Continue,
+    Stop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportResponse {
+    pub action: ReportAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub expires_at: String,
+}
+
+/// Body of `POST /trials/{id}/complete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+    /// The final objective value; taken from `metrics[objective.metric]` if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default)]
+    pub metrics: Map<String, Value>,
+}
+
+/// Body of `POST /trials/{id}/fail`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+    pub reason: String,
+}

@@ -1,0 +1,164 @@
+//! Human-readable tables and JSON printing for the client commands.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use tuner_api::{Study, Trial};
+use tuner_core::Params;
+
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let parts: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+    };
+    line(&mut out, &mut header.iter().copied());
+    for row in rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn value_text(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.6}"))
+}
+
+pub fn params_text(params: &Params) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn studies_table(studies: &[Study]) -> String {
+    if studies.is_empty() {
+        return "no studies yet; create one with `tuner-cli create FILE`\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = studies
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                s.name.clone(),
+                s.state.to_string(),
+                format!("{}/{}", s.counts.completed, s.max_trials),
+                s.counts.running.to_string(),
+                s.counts.failed.to_string(),
+                format!("{} {}", s.objective.direction, s.objective.metric),
+                value_text(s.best.as_ref().map(|b| b.value)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "NAME",
+            "STATE",
+            "COMPLETED",
+            "RUNNING",
+            "FAILED",
+            "OBJECTIVE",
+            "BEST",
+        ],
+        &rows,
+    )
+}
+
+pub fn study_text(s: &Study) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "study {}: {}", s.id, s.name);
+    let _ = writeln!(
+        out,
+        "state:     {}{}",
+        s.state,
+        s.state_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "objective: {} {}",
+        s.objective.direction, s.objective.metric
+    );
+    let _ = writeln!(out, "optimizer: {}", s.optimizer);
+    let c = &s.counts;
+    let _ = writeln!(
+        out,
+        "trials:    {} of {} budget: {} completed, {} running, {} pending, {} pruned, {} failed",
+        c.total, s.max_trials, c.completed, c.running, c.pending, c.pruned, c.failed
+    );
+    match &s.best {
+        Some(b) => {
+            let _ = writeln!(
+                out,
+                "best:      trial #{} value {} ({})",
+                b.number,
+                value_text(Some(b.value)),
+                params_text(&b.params)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "best:      none yet");
+        }
+    }
+    out
+}
+
+pub fn trials_table(study: &Study, trials: &[Trial]) -> String {
+    if trials.is_empty() {
+        return format!("study {} has no trials yet\n", study.id);
+    }
+    let best = study.best.as_ref().map(|b| b.trial_id);
+    let rows: Vec<Vec<String>> = trials
+        .iter()
+        .map(|t| {
+            let marker = if Some(t.id) == best { "*" } else { "" };
+            vec![
+                format!("{}{marker}", t.number),
+                t.state.to_string(),
+                value_text(t.value),
+                t.last_epoch.map_or_else(|| "-".into(), |e| e.to_string()),
+                t.attempts.to_string(),
+                t.duration_seconds
+                    .map_or_else(|| "-".into(), |d| format!("{d:.1}s")),
+                t.worker.clone().unwrap_or_else(|| "-".into()),
+                match &t.failure_reason {
+                    Some(r) => format!("{} [{r}]", params_text(&t.params)),
+                    None => params_text(&t.params),
+                },
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "#", "STATE", "VALUE", "EPOCH", "TRIES", "TIME", "WORKER", "PARAMS",
+        ],
+        &rows,
+    );
+    let _ = writeln!(
+        out,
+        "{} trials ({} completed); * marks the best ({} {})",
+        trials.len(),
+        study.counts.completed,
+        study.objective.direction,
+        study.objective.metric
+    );
+    out
+}

@@ -1,0 +1,1032 @@
+//! Parsing and validation of search-space documents.
+//!
+//! The document is first read into a generic JSON tree (YAML is mapped onto the same
+//! tree), then walked by hand so that *every* problem is collected with its path,
+//! rather than stopping at the first one as `#[serde(deny_unknown_fields)]` would.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    Budget, Condition, CoreError, Direction, Domain, Objective, OptimizerKind, OptimizerSpec,
+    ParamSpec, ParamValue, Params, Problem, PrunerKind, PrunerSpec, SearchSpace, StudySpec,
+    TrainerKind, TrainerSpec, limits, space::ConditionTest,
+};
+
+/// The syntax a document is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    Json,
+    /// YAML (a superset of JSON, so also accepts JSON text).
+    Yaml,
+}
+
+/// Parses and validates a search-space document.
+pub fn parse_spec(text: &str, format: SpecFormat) -> Result<StudySpec, CoreError> {
+    let value: Value = match format {
+        SpecFormat::Json => serde_json::from_str(text).map_err(|e| {
+            CoreError::InvalidSpec(vec![Problem::new("", format!("not valid JSON: {e}"))])
+        })?,
+        SpecFormat::Yaml => serde_yaml_ng::from_str(text).map_err(|e| {
+            CoreError::InvalidSpec(vec![Problem::new("", format!("not valid YAML: {e}"))])
+        })?,
+    };
+    parse_spec_value(&value)
+}
+
+/// Validates a document already read into a JSON tree.
+pub fn parse_spec_value(doc: &Value) -> Result<StudySpec, CoreError> {
+    let mut v = Validator::default();
+    let spec = v.study(doc);
+    match spec {
+        Some(spec) if v.problems.is_empty() => Ok(spec),
+        _ => {
+            if v.problems.is_empty() {
+                v.problems.push(Problem::new("", "invalid document"));
+            }
+            Err(CoreError::InvalidSpec(v.problems))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints on misspelt fields.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn suggestion(word: &str, allowed: &[&str]) -> String {
+    let best = allowed
+        .iter()
+        .map(|a| (edit_distance(word, a), *a))
+        .min()
+        .filter(|(d, a)| *d <= 2.max(a.len() / 3));
+    match best {
+        Some((_, a)) => format!("; did you mean `{a}`?"),
+        None => format!("; expected one of: {}", allowed.join(", ")),
+    }
+}
+
+impl Validator {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    /// A map whose keys must all be in `allowed`; reports the unknown ones.
+    fn object<'a>(
+        &mut self,
+        path: &str,
+        v: &'a Value,
+        allowed: &[&str],
+    ) -> Option<&'a Map<String, Value>> {
+        match v {
+            Value::Object(map) => {
+                for key in map.keys() {
+                    if !allowed.contains(&key.as_str()) {
+                        let hint = suggestion(key, allowed);
+                        self.err(join(path, key), format!("unknown field `{key}`{hint}"));
+                    }
+                }
+                Some(map)
+            }
+            other => {
+                self.err(path, format!("expected a map, found {}", type_of(other)));
+                None
+            }
+        }
+    }
+
+    fn required<'a>(
+        &mut self,
+        path: &str,
+        map: &'a Map<String, Value>,
+        key: &str,
+    ) -> Option<&'a Value> {
+        let v = map.get(key);
+        if v.is_none() {
+            self.err(join(path, key), "required field is missing");
+        }
+        v
+    }
+
+    fn string(&mut self, path: &str, v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) if s.trim().is_empty() => {
+                self.err(path, "must not be empty");
+                None
+            }
+            Value::String(s) if s.len() > limits::MAX_NAME_LEN => {
+                self.err(
+                    path,
+                    format!("longer than {} characters", limits::MAX_NAME_LEN),
+                );
+                None
+            }
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.err(path, format!("expected a string, found {}", type_of(other)));
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, path: &str, v: &Value) -> Option<f64> {
+        match v.as_f64() {
+            Some(x) if x.is_finite() => Some(x),
+            Some(_) => {
+                self.err(path, "must be a finite number");
+                None
+            }
+            None => {
+                self.err(path, format!("expected a number, found {}", type_of(v)));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, path: &str, v: &Value) -> Option<i64> {
+        if let Some(i) = v.as_i64() {
+            return Some(i);
+        }
+        match v.as_f64() {
+            Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Some(x as i64),
+            Some(x) => {
+                self.err(path, format!("expected an integer, found {x}"));
+                None
+            }
+            None => {
+                self.err(path, format!("expected an integer, found {}", type_of(v)));
+                None
+            }
+        }
+    }
+
+    /// An integer within `[lo, hi]`, or the default when absent.
+    fn bounded_int(
+        &mut self,
+        path: &str,
+        map: &Map<String, Value>,
+        key: &str,
+        lo: i64,
+        hi: i64,
+        default: Option<i64>,
+    ) -> Option<i64> {
+        let p = join(path, key);
+        let Some(v) = map.get(key) else {
+            if default.is_none() {
+                self.err(p, "required field is missing");
+            }
+            return default;
+        };
+        let i = self.integer(&p, v)?;
+        if i < lo {
+            self.err(p, format!("must be at least {lo}, found {i}"));
+            None
+        } else if i > hi {
+            self.err(p, format!("must be at most {hi}, found {i}"));
+            None
+        } else {
+            Some(i)
+        }
+    }
+
+    fn boolean(&mut self, path: &str, v: Option<&Value>) -> Option<bool> {
+        match v {
+            None => Some(false),
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                self.err(
+                    path,
+                    format!("expected true or false, found {}", type_of(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&mut self, path: &str, v: &Value, options: &[(&str, T)]) -> Option<T> {
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        match v {
+            Value::String(s) => match options.iter().find(|(n, _)| n == s) {
+                Some((_, t)) => Some(*t),
+                None => {
+                    let hint = suggestion(s, &names);
+                    self.err(path, format!("unknown value `{s}`{hint}"));
+                    None
+                }
+            },
+            other => {
+                self.err(
+                    path,
+                    format!(
+                        "expected one of {}, found {}",
+                        names.join(", "),
+                        type_of(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn study(&mut self, doc: &Value) -> Option<StudySpec> {
+        const TOP: &[&str] = &[
+            "version",
+            "name",
+            "description",
+            "objective",
+            "trainer",
+            "budget",
+            "optimizer",
+            "pruner",
+            "parameters",
+            "fixed",
+        ];
+        let map = self.object("", doc, TOP)?;
+
+        let version = match self.required("", map, "version") {
+            Some(v) => match v.as_u64() {
+                Some(1) => Some(1),
+                Some(n) => {
+                    self.err(
+                        "version",
+                        format!("unsupported version {n}; this server reads version 1"),
+                    );
+                    None
+                }
+                None => {
+                    self.err(
+                        "version",
+                        format!("expected the number 1, found {}", type_of(v)),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let name = self
+            .required("", map, "name")
+            .and_then(|v| self.string("name", v));
+        let description = match map.get("description") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.err(
+                    "description",
+                    format!("expected a string, found {}", type_of(other)),
+                );
+                None
+            }
+            None => None,
+        };
+        let objective = self
+            .required("", map, "objective")
+            .and_then(|v| self.objective(v));
+        let trainer = match map.get("trainer") {
+            Some(v) => self.trainer(v),
+            None => Some(TrainerSpec {
+                kind: TrainerKind::External,
+                epochs: None,
+                validation_split: None,
+                train_limit: None,
+            }),
+        };
+        let budget = self
+            .required("", map, "budget")
+            .and_then(|v| self.budget(v));
+        let optimizer = match map.get("optimizer") {
+            Some(v) => self.optimizer(v),
+            None => Some(OptimizerSpec {
+                kind: OptimizerKind::Random,
+                initial_trials: 10,
+                seed: 0,
+            }),
+        };
+        let pruner = match map.get("pruner") {
+            Some(v) => self.pruner(v).map(Some),
+            None => Some(None),
+        };
+        let parameters = self
+            .required("", map, "parameters")
+            .and_then(|v| self.parameters(v));
+        let fixed = match map.get("fixed") {
+            Some(v) => self.fixed(v, parameters.as_ref()),
+            None => Some(Params::new()),
+        };
+
+        Some(StudySpec {
+            version: version?,
+            name: name?,
+            description,
+            objective: objective?,
+            trainer: trainer?,
+            budget: budget?,
+            optimizer: optimizer?,
+            pruner: pruner?,
+            parameters: parameters?,
+            fixed: fixed?,
+        })
+    }
+
+    fn objective(&mut self, v: &Value) -> Option<Objective> {
+        let map = self.object("objective", v, &["metric", "direction"])?;
+        let metric = self
+            .required("objective", map, "metric")
+            .and_then(|v| self.string("objective.metric", v));
+        let direction = self.required("objective", map, "direction").and_then(|v| {
+            self.choice(
+                "objective.direction",
+                v,
+                &[
+                    ("maximize", Direction::Maximize),
+                    ("minimize", Direction::Minimize),
+                ],
+            )
+        });
+        Some(Objective {
+            metric: metric?,
+            direction: direction?,
+        })
+    }
+
+    fn trainer(&mut self, v: &Value) -> Option<TrainerSpec> {
+        let map = self.object(
+            "trainer",
+            v,
+            &["kind", "epochs", "validation_split", "train_limit"],
+        )?;
+        let kind = self.required("trainer", map, "kind").and_then(|v| {
+            self.choice(
+                "trainer.kind",
+                v,
+                &[
+                    ("fashion-mnist-cnn", TrainerKind::FashionMnistCnn),
+                    ("external", TrainerKind::External),
+                ],
+            )
+        });
+        let epochs = match map.get("epochs") {
+            Some(_) => Some(
+                self.bounded_int("trainer", map, "epochs", 1, 10_000, None)
+                    .map(|e| e as u32),
+            ),
+            None => Some(None),
+        };
+        let validation_split = match map.get("validation_split") {
+            Some(v) => match self.number("trainer.validation_split", v) {
+                Some(x) if x > 0.0 && x < 1.0 => Some(Some(x)),
+                Some(x) => {
+                    self.err(
+                        "trainer.validation_split",
+                        format!("must be between 0 and 1 (exclusive), found {x}"),
+                    );
+                    None
+                }
+                None => None,
+            },
+            None => Some(None),
+        };
+        let train_limit = match map.get("train_limit") {
+            Some(_) => Some(
+                self.bounded_int("trainer", map, "train_limit", 1, i64::from(u32::MAX), None)
+                    .map(|e| e as u32),
+            ),
+            None => Some(None),
+        };
+        Some(TrainerSpec {
+            kind: kind?,
+            epochs: epochs?,
+            validation_split: validation_split?,
+            train_limit: train_limit?,
+        })
+    }
+
+    fn budget(&mut self, v: &Value) -> Option<Budget> {
+        let map = self.object(
+            "budget",
+            v,
+            &[
+                "max_trials",
+                "parallelism",
+                "max_retries",
+                "max_consecutive_failures",
+            ],
+        )?;
+        let max_trials = self.bounded_int("budget", map, "max_trials", 1, limits::MAX_TRIALS, None);
+        let parallelism = self.bounded_int(
+            "budget",
+            map,
+            "parallelism",
+            1,
+            limits::MAX_PARALLELISM,
+            Some(1),
+        );
+        let max_retries = self.bounded_int("budget", map, "max_retries", 0, 100, Some(2));
+        let max_failures = self.bounded_int(
+            "budget",
+            map,
+            "max_consecutive_failures",
+            1,
+            limits::MAX_TRIALS,
+            Some(5),
+        );
+        Some(Budget {
+            max_trials: max_trials? as u32,
+            parallelism: parallelism? as u32,
+            max_retries: max_retries? as u32,
+            max_consecutive_failures: max_failures? as u32,
+        })
+    }
+
+    fn optimizer(&mut self, v: &Value) -> Option<OptimizerSpec> {
+        let map = self.object("optimizer", v, &["kind", "initial_trials", "seed"])?;
+        let kind = self.required("optimizer", map, "kind").and_then(|v| {
+            self.choice(
+                "optimizer.kind",
+                v,
+                &[("gp", OptimizerKind::Gp), ("random", OptimizerKind::Random)],
+            )
+        });
+        let initial = self.bounded_int("optimizer", map, "initial_trials", 1, 100_000, Some(10));
+        let seed = self.bounded_int("optimizer", map, "seed", 0, i64::MAX, Some(0));
+        Some(OptimizerSpec {
+            kind: kind?,
+            initial_trials: initial? as u32,
+            seed: seed? as u64,
+        })
+    }
+
+    fn pruner(&mut self, v: &Value) -> Option<PrunerSpec> {
+        let map = self.object("pruner", v, &["kind", "warmup_epochs", "min_trials"])?;
+        let kind = self.required("pruner", map, "kind").and_then(|v| {
+            self.choice(
+                "pruner.kind",
+                v,
+                &[("none", PrunerKind::None), ("median", PrunerKind::Median)],
+            )
+        });
+        let warmup = self.bounded_int("pruner", map, "warmup_epochs", 0, 10_000, Some(1));
+        let min_trials = self.bounded_int("pruner", map, "min_trials", 1, 100_000, Some(5));
+        Some(PrunerSpec {
+            kind: kind?,
+            warmup_epochs: warmup? as u32,
+            min_trials: min_trials? as u32,
+        })
+    }
+
+    fn parameters(&mut self, v: &Value) -> Option<SearchSpace> {
+        let Value::Object(map) = v else {
+            self.err(
+                "parameters",
+                format!("expected a map of parameters, found {}", type_of(v)),
+            );
+            return None;
+        };
+        if map.len() > limits::MAX_PARAMETERS {
+            self.err(
+                "parameters",
+                format!(
+                    "{} parameters; at most {} are allowed",
+                    map.len(),
+                    limits::MAX_PARAMETERS
+                ),
+            );
+            return None;
+        }
+        let before = self.problems.len();
+        let mut params = Vec::with_capacity(map.len());
+        let mut conditions: Vec<(String, Map<String, Value>)> = Vec::new();
+        for (name, pv) in map {
+            let path = join("parameters", name);
+            if !valid_name(name) {
+                self.err(
+                    &path,
+                    "parameter names must start with a letter or `_` and contain only letters, digits, `_`, `-` and `.` (at most 100 characters)",
+                );
+            }
+            if let Some((domain, when)) = self.param(&path, pv) {
+                params.push(ParamSpec {
+                    name: name.clone(),
+                    domain,
+                    when: Vec::new(),
+                });
+                if let Some(when) = when {
+                    conditions.push((name.clone(), when));
+                }
+            }
+        }
+        // Conditions refer to other parameters, so they are resolved once all are known.
+        let domains: HashMap<String, Domain> = params
+            .iter()
+            .map(|p| (p.name.clone(), p.domain.clone()))
+            .collect();
+        for (name, when) in conditions {
+            let parsed = self.conditions(&name, &when, &domains);
+            if let Some(p) = params.iter_mut().find(|p| p.name == name) {
+                p.when = parsed;
+            }
+        }
+        let order = self.dependency_order(&params)?;
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(SearchSpace::new(params, order))
+    }
+
+    /// One parameter: its domain and its raw `when` map.
+    fn param(&mut self, path: &str, v: &Value) -> Option<(Domain, Option<Map<String, Value>>)> {
+        let Value::Object(map) = v else {
+            self.err(
+                path,
+                format!(
+                    "expected a map with a `type` (float, int or categorical), found {}",
+                    type_of(v)
+                ),
+            );
+            return None;
+        };
+        let kind = self.required(path, map, "type").and_then(|t| {
+            self.choice(
+                &join(path, "type"),
+                t,
+                &[("float", 0u8), ("int", 1u8), ("categorical", 2u8)],
+            )
+        })?;
+        let allowed: &[&str] = match kind {
+            0 => &["type", "min", "max", "log", "step", "when"],
+            1 => &["type", "min", "max", "log", "step", "when"],
+            _ => &["type", "values", "when"],
+        };
+        self.object(path, v, allowed);
+        let when = match map.get("when") {
+            Some(Value::Object(w)) if !w.is_empty() => Some(w.clone()),
+            Some(Value::Object(_)) => {
+                self.err(join(path, "when"), "must name at least one parameter");
+                None
+            }
+            Some(other) => {
+                self.err(
+                    join(path, "when"),
+                    format!(
+                        "expected a map of parameter → condition, found {}",
+                        type_of(other)
+                    ),
+                );
+                None
+            }
+            None => None,
+        };
+        let domain = match kind {
+            0 => self.float_domain(path, map),
+            1 => self.int_domain(path, map),
+            _ => self.categorical_domain(path, map),
+        }?;
+        Some((domain, when))
+    }
+
+    fn float_domain(&mut self, path: &str, map: &Map<String, Value>) -> Option<Domain> {
+        let min = self
+            .required(path, map, "min")
+            .and_then(|v| self.number(&join(path, "min"), v));
+        let max = self
+            .required(path, map, "max")
+            .and_then(|v| self.number(&join(path, "max"), v));
+        let log = self.boolean(&join(path, "log"), map.get("log"));
+        let step = match map.get("step") {
+            Some(v) => match self.number(&join(path, "step"), v) {
+                Some(s) if s > 0.0 => Some(Some(s)),
+                Some(s) => {
+                    self.err(join(path, "step"), format!("must be positive, found {s}"));
+                    None
+                }
+                None => None,
+            },
+            None => Some(None),
+        };
+        let (min, max, log, step) = (min?, max?, log?, step?);
+        let mut ok = true;
+        if min >= max {
+            self.err(
+                join(path, "min"),
+                format!("min ({min}) must be less than max ({max})"),
+            );
+            ok = false;
+        }
+        if log && min <= 0.0 {
+            self.err(
+                join(path, "min"),
+                format!("a log scale needs min > 0, found {min}"),
+            );
+            ok = false;
+        }
+        if let Some(s) = step {
+            if log {
+                self.err(join(path, "step"), "step cannot be combined with log: true");
+                ok = false;
+            } else if ok && s > max - min {
+                self.err(
+                    join(path, "step"),
+                    format!(
+                        "step ({s}) is larger than the range max - min ({})",
+                        max - min
+                    ),
+                );
+                ok = false;
+            } else if ok && (max - min) / s > 1e9 {
+                self.err(
+                    join(path, "step"),
+                    "step is so small the grid has more than 1e9 points; drop step for a continuous parameter",
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(Domain::Float {
+            min,
+            max,
+            log,
+            step,
+        })
+    }
+
+    fn int_domain(&mut self, path: &str, map: &Map<String, Value>) -> Option<Domain> {
+        let min = self
+            .required(path, map, "min")
+            .and_then(|v| self.integer(&join(path, "min"), v));
+        let max = self
+            .required(path, map, "max")
+            .and_then(|v| self.integer(&join(path, "max"), v));
+        let log = self.boolean(&join(path, "log"), map.get("log"));
+        let step = match map.get("step") {
+            Some(v) => match self.integer(&join(path, "step"), v) {
+                Some(s) if s >= 1 => Some(s),
+                Some(s) => {
+                    self.err(
+                        join(path, "step"),
+                        format!("must be a positive integer, found {s}"),
+                    );
+                    None
+                }
+                None => None,
+            },
+            None => Some(1),
+        };
+        let (min, max, log, step) = (min?, max?, log?, step?);
+        let mut ok = true;
+        if min >= max {
+            self.err(
+                join(path, "min"),
+                format!("min ({min}) must be less than max ({max})"),
+            );
+            ok = false;
+        }
+        if log && min < 1 {
+            self.err(
+                join(path, "min"),
+                format!("a log scale needs min ≥ 1, found {min}"),
+            );
+            ok = false;
+        }
+        if log && step != 1 {
+            self.err(join(path, "step"), "step cannot be combined with log: true");
+            ok = false;
+        } else if ok && step > max - min {
+            self.err(
+                join(path, "step"),
+                format!(
+                    "step ({step}) is larger than the range max - min ({})",
+                    max - min
+                ),
+            );
+            ok = false;
+        }
+        ok.then_some(Domain::Int {
+            min,
+            max,
+            step,
+            log,
+        })
+    }
+
+    fn categorical_domain(&mut self, path: &str, map: &Map<String, Value>) -> Option<Domain> {
+        let vpath = join(path, "values");
+        let list = match self.required(path, map, "values")? {
+            Value::Array(list) => list,
+            other => {
+                self.err(
+                    vpath,
+                    format!("expected a list of values, found {}", type_of(other)),
+                );
+                return None;
+            }
+        };
+        if list.is_empty() {
+            self.err(vpath, "must list at least one value");
+            return None;
+        }
+        if list.len() > limits::MAX_CATEGORIES {
+            self.err(
+                vpath,
+                format!(
+                    "{} values; at most {} are allowed",
+                    list.len(),
+                    limits::MAX_CATEGORIES
+                ),
+            );
+            return None;
+        }
+        let mut values: Vec<ParamValue> = Vec::with_capacity(list.len());
+        let mut ok = true;
+        for (i, item) in list.iter().enumerate() {
+            let ipath = format!("{vpath}[{i}]");
+            match ParamValue::from_json(item) {
+                Some(value) => {
+                    if values.iter().any(|v| v.same_as(&value)) {
+                        self.err(ipath, format!("duplicate value `{value}`"));
+                        ok = false;
+                    } else {
+                        values.push(value);
+                    }
+                }
+                None => {
+                    self.err(
+                        ipath,
+                        format!(
+                            "values must be strings, numbers or booleans, found {}",
+                            type_of(item)
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(Domain::Categorical { values })
+    }
+
+    fn conditions(
+        &mut self,
+        name: &str,
+        when: &Map<String, Value>,
+        domains: &HashMap<String, Domain>,
+    ) -> Vec<Condition> {
+        let mut out = Vec::new();
+        for (parent, test) in when {
+            let path = format!("parameters.{name}.when.{parent}");
+            if parent == name {
+                self.err(path, "a parameter cannot depend on itself");
+                continue;
+            }
+            let Some(parent_domain) = domains.get(parent) else {
+                self.err(path, format!("refers to unknown parameter `{parent}`"));
+                continue;
+            };
+            let parsed = match test {
+                Value::Object(m) => {
+                    for key in m.keys() {
+                        if key != "min" && key != "max" {
+                            self.err(
+                                join(&path, key),
+                                format!("unknown field `{key}`; expected min and/or max"),
+                            );
+                        }
+                    }
+                    if m.is_empty() {
+                        self.err(&path, "a range condition needs min and/or max");
+                        None
+                    } else if matches!(parent_domain, Domain::Categorical { .. }) {
+                        let numeric = matches!(parent_domain, Domain::Categorical { values } if values.iter().all(|v| v.as_f64().is_some()));
+                        if numeric {
+                            self.range(&path, m)
+                        } else {
+                            self.err(
+                                &path,
+                                format!("`{parent}` is not numeric; use a value or a list of values"),
+                            );
+                            None
+                        }
+                    } else {
+                        self.range(&path, m)
+                    }
+                }
+                Value::Array(list) if list.is_empty() => {
+                    self.err(&path, "must list at least one value");
+                    None
+                }
+                Value::Array(list) => {
+                    let mut values = Vec::new();
+                    for (i, item) in list.iter().enumerate() {
+                        if let Some(v) = self.condition_value(
+                            &format!("{path}[{i}]"),
+                            item,
+                            parent,
+                            parent_domain,
+                        ) {
+                            values.push(v);
+                        }
+                    }
+                    (values.len() == list.len()).then_some(ConditionTest::OneOf(values))
+                }
+                scalar => self
+                    .condition_value(&path, scalar, parent, parent_domain)
+                    .map(|v| ConditionTest::OneOf(vec![v])),
+            };
+            if let Some(test) = parsed {
+                out.push(Condition {
+                    parent: parent.clone(),
+                    test,
+                });
+            }
+        }
+        out
+    }
+
+    fn range(&mut self, path: &str, m: &Map<String, Value>) -> Option<ConditionTest> {
+        let min = match m.get("min") {
+            Some(v) => Some(self.number(&join(path, "min"), v)?),
+            None => None,
+        };
+        let max = match m.get("max") {
+            Some(v) => Some(self.number(&join(path, "max"), v)?),
+            None => None,
+        };
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            self.err(
+                path,
+                format!("min ({lo}) is greater than max ({hi}): the condition can never hold"),
+            );
+            return None;
+        }
+        Some(ConditionTest::Range { min, max })
+    }
+
+    fn condition_value(
+        &mut self,
+        path: &str,
+        v: &Value,
+        parent: &str,
+        domain: &Domain,
+    ) -> Option<ParamValue> {
+        let Some(value) = ParamValue::from_json(v) else {
+            self.err(
+                path,
+                format!(
+                    "expected a value of `{parent}`, a list of them, or {{min, max}}, found {}",
+                    type_of(v)
+                ),
+            );
+            return None;
+        };
+        if !domain.contains(&value) {
+            self.err(
+                path,
+                format!("`{value}` is not a possible value of `{parent}`, so the condition can never hold"),
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    /// A topological order of the condition graph; reports cycles.
+    fn dependency_order(&mut self, params: &[ParamSpec]) -> Option<Vec<usize>> {
+        let index: BTreeMap<&str, usize> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        // 0 = unvisited, 1 = on the stack, 2 = done.
+        let mut mark = vec![0u8; params.len()];
+        let mut order = Vec::with_capacity(params.len());
+        let mut cyclic = false;
+        for start in 0..params.len() {
+            if mark[start] != 0 {
+                continue;
+            }
+            // Iterative DFS: (node, next parent to visit).
+            let mut stack = vec![(start, 0usize)];
+            mark[start] = 1;
+            while let Some((node, next)) = stack.last_mut() {
+                let node = *node;
+                let parents = &params[node].when;
+                if *next < parents.len() {
+                    let parent = index.get(parents[*next].parent.as_str()).copied();
+                    *next += 1;
+                    if let Some(parent) = parent {
+                        match mark[parent] {
+                            0 => {
+                                mark[parent] = 1;
+                                stack.push((parent, 0));
+                            }
+                            1 => {
+                                let cycle: Vec<&str> = stack
+                                    .iter()
+                                    .map(|(i, _)| params[*i].name.as_str())
+                                    .skip_while(|n| *n != params[parent].name)
+                                    .collect();
+                                self.err(
+                                    format!("parameters.{}.when", params[node].name),
+                                    format!(
+                                        "conditions form a cycle: {} → {}",
+                                        cycle.join(" → "),
+                                        params[parent].name
+                                    ),
+                                );
+                                cyclic = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                } else {
+                    mark[node] = 2;
+                    order.push(node);
+                    stack.pop();
+                }
+            }
+        }
+        (!cyclic).then_some(order)
+    }
+
+    fn fixed(&mut self, v: &Value, space: Option<&SearchSpace>) -> Option<Params> {
+        let Value::Object(map) = v else {
+            self.err(
+                "fixed",
+                format!("expected a map of name → value, found {}", type_of(v)),
+            );
+            return None;
+        };
+        let mut out = Params::new();
+        let mut ok = true;
+        for (name, value) in map {
+            let path = join("fixed", name);
+            if !valid_name(name) {
+                self.err(&path, "not a valid parameter name");
+                ok = false;
+            }
+            if space.is_some_and(|s| s.get(name).is_some()) {
+                self.err(
+                    &path,
+                    format!("`{name}` is both fixed and tuned; remove it from one of them"),
+                );
+                ok = false;
+            }
+            match ParamValue::from_json(value) {
+                Some(pv) => {
+                    out.insert(name.clone(), pv);
+                }
+                None => {
+                    self.err(
+                        &path,
+                        format!(
+                            "expected a string, number or boolean, found {}",
+                            type_of(value)
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 100
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}

@@ -1,0 +1,82 @@
+//! tuner-optim: samplers that propose the next configuration of a study.
+//!
+//! Owns the [`Sampler`] trait, [`RandomSampler`] and the [`conformance`] suite every
+//! sampler must pass. A sampler is stateless: it is rebuilt from the study's trials
+//! on every request (completed, pruned, failed and in-flight), so it never sees the
+//! store, the HTTP layer, or a clock.
+//!
+//! Must not depend on other tuner crates than `tuner-core`, nor on async or I/O.
+
+pub mod conformance;
+mod random;
+
+pub use random::RandomSampler;
+
+use std::collections::HashSet;
+
+use tuner_core::{Direction, Params, SearchSpace, config_key};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OptimError {
+    /// Every distinct configuration of a finite space has been handed out.
+    #[error("search space exhausted: all {distinct} distinct configurations have been tried")]
+    Exhausted { distinct: u64 },
+    #[error("no unseen configuration found after {attempts} attempts")]
+    NoFreshConfig { attempts: u32 },
+}
+
+/// What a trial has become, as far as a sampler cares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Finished with this objective value.
+    Completed(f64),
+    /// Stopped early; the last intermediate value, if any. Not a final value.
+    Pruned(Option<f64>),
+    /// Failed (crash, NaN, bad config): never a value, but not to be proposed again.
+    Failed,
+    /// Handed out or queued, not finished yet.
+    Pending,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub params: Params,
+    pub outcome: Outcome,
+}
+
+/// Everything a sampler may look at to propose trial number `trial_number`.
+#[derive(Debug, Clone, Copy)]
+pub struct SuggestContext<'a> {
+    pub space: &'a SearchSpace,
+    pub direction: Direction,
+    /// The study's seed: the same seed and history give the same suggestion.
+    pub seed: u64,
+    /// The dense per-study number the new trial will get.
+    pub trial_number: u64,
+    pub history: &'a [Observation],
+}
+
+impl SuggestContext<'_> {
+    /// Keys of every configuration already handed out, whatever became of it.
+    pub fn seen_keys(&self) -> HashSet<String> {
+        self.history.iter().map(|o| config_key(&o.params)).collect()
+    }
+}
+
+/// Proposes configurations. Implementations must return params that pass
+/// `space.check_params`, never repeat a configuration in the history, and answer
+/// [`OptimError::Exhausted`] once a finite space has no unseen configuration left.
+pub trait Sampler: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn suggest(&self, ctx: &SuggestContext<'_>) -> Result<Params, OptimError>;
+}
+
+/// Mixes a seed and a trial number into one well-spread 64-bit seed (SplitMix64), so
+/// that trial `n`'s randomness does not depend on how many draws earlier trials made.
+pub fn derive_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

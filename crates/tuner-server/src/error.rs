@@ -1,0 +1,125 @@
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use tuner_api::{ErrorBody, ErrorDetail, ErrorInfo};
+use tuner_core::{CoreError, Problem};
+use tuner_store::StoreError;
+
+/// Every way a request can fail, each with its status and stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the search space is invalid ({} problem(s))", .0.len())]
+    InvalidSpec(Vec<Problem>),
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<Problem>,
+    },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    LeaseMismatch(String),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// Never shown to the client: logged, answered with a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, details: Vec<Problem>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            details,
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::InvalidSpec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_search_space"),
+            Self::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::LeaseMismatch(_) => (StatusCode::FORBIDDEN, "lease_mismatch"),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal server error; see the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let details = match self {
+            Self::InvalidSpec(problems) | Self::Invalid {
+                details: problems, ..
+            } => problems
+                .into_iter()
+                .map(|p| ErrorDetail {
+                    path: p.path,
+                    message: p.message,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: code.to_owned(),
+                message,
+                details,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::StudyNotFound(_) | StoreError::TrialNotFound(_) => {
+                Self::NotFound(e.to_string())
+            }
+            StoreError::LeaseMismatch(_) => Self::LeaseMismatch(e.to_string()),
+            StoreError::LeaseExpired(_) => Self::Conflict {
+                code: "lease_expired",
+                message: e.to_string(),
+            },
+            StoreError::NotRunning { .. } => Self::Conflict {
+                code: "trial_not_running",
+                message: e.to_string(),
+            },
+            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::InvalidSpec(problems) => Self::InvalidSpec(problems),
+            CoreError::InvalidParams(problems) => Self::invalid("invalid params", problems),
+            other => Self::invalid(other.to_string(), Vec::new()),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! tuner-server: the HTTP service.
+//!
+//! Owns the axum routes ([`app`]), the scheduler (ask, budget, leases, study
+//! settling), the lease reaper and the mapping of every error to one JSON envelope.
+//! It is the only process that opens the database.
+//!
+//! Depends on `tuner-core`, `tuner-api`, `tuner-optim` and `tuner-store`; must not
+//! depend on the trainer (workers reach it over HTTP like anyone else).
+
+mod error;
+mod routes;
+mod scheduler;
+mod views;
+
+pub use error::ApiError;
+pub use scheduler::reap_once;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::Router;
+use tuner_core::{StudyId, StudySpec};
+use tuner_store::Store;
+
+/// Settings an operator may change.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a lease lasts without a heartbeat or report.
+    pub lease: Duration,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Shared state of one server: the store, settings and per-study caches.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    /// Parsed specs by study (they never change once created).
+    specs: Mutex<HashMap<StudyId, Arc<StudySpec>>>,
+    /// One lock per study serializes `ask`, so budget counting and trial numbering
+    /// cannot race between concurrent workers.
+    ask_locks: Mutex<HashMap<StudyId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                specs: Mutex::default(),
+                ask_locks: Mutex::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    fn ask_lock(&self, id: StudyId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.ask_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id).or_default().clone()
+    }
+
+    fn forget_study(&self, id: StudyId) {
+        self.inner
+            .specs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.inner
+            .ask_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
+/// The whole HTTP API.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Takes back expired leases every `period` until the process ends.
+pub fn spawn_reaper(state: AppState, period: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = reap_once(&state).await {
+                tracing::error!(error = %e, "lease reaper failed");
+            }
+        }
+    })
+}

@@ -1,0 +1,97 @@
+mod studies;
+mod trials;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, rejection::BytesRejection},
+    http::StatusCode,
+    routing::{get, post},
+};
+use serde::de::DeserializeOwned;
+use tuner_core::Problem;
+
+use crate::{ApiError, AppState};
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config().max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route(
+            "/studies",
+            post(studies::create_study).get(studies::list_studies),
+        )
+        .route(
+            "/studies/{id}",
+            get(studies::get_study).delete(studies::delete_study),
+        )
+        .route("/studies/{id}/trials", get(studies::list_trials))
+        .route("/studies/{id}/best", get(studies::best_trial))
+        .route("/studies/{id}/ask", post(trials::ask_trial))
+        .route("/studies/{id}/stop", post(studies::stop_study))
+        .route("/studies/{id}/pause", post(studies::pause_study))
+        .route("/studies/{id}/resume", post(studies::resume_study))
+        .route("/trials/{id}", get(trials::get_trial))
+        .route("/trials/{id}/heartbeat", post(trials::heartbeat))
+        .route("/trials/{id}/report", post(trials::report))
+        .route("/trials/{id}/complete", post(trials::complete_trial))
+        .route("/trials/{id}/fail", post(trials::fail_trial))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see the API reference in the README".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this route does not accept that method".into())
+}
+
+/// The request body, or 413 in the envelope when it is over the limit.
+pub(crate) fn body_bytes(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.config().max_body_bytes)
+        } else {
+            ApiError::invalid(
+                format!("could not read the request body: {rejection}"),
+                Vec::new(),
+            )
+        }
+    })
+}
+
+/// Parses a JSON body into `T`, reporting the path of the first bad field. An empty
+/// body parses as `{}`.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ApiError::invalid(
+            "the request body is not valid",
+            vec![Problem::new(path, e.into_inner().to_string())],
+        )
+    })
+}
+
+/// Parses a numeric id from the path; anything else names no resource.
+pub(crate) fn parse_id(kind: &str, raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .map_err(|_| ApiError::NotFound(format!("{kind} `{raw}` not found")))
+}

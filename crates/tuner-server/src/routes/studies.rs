@@ -1,0 +1,259 @@
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, Query, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+};
+use tuner_api::{Best, Study, StudyList, TrialList};
+use tuner_core::{
+    OptimizerKind, Problem, SpecFormat, StudyId, StudySpec, StudyState, TrialState, parse_spec,
+};
+use tuner_store::NewStudy;
+
+use super::{body_bytes, parse_id};
+use crate::{
+    ApiError, AppState,
+    scheduler::{settle, spec_of},
+    views,
+};
+
+fn study_id(raw: &str) -> Result<StudyId, ApiError> {
+    parse_id("study", raw).map(StudyId)
+}
+
+/// Which syntax the body is in, from its content type.
+fn body_format(headers: &HeaderMap) -> Result<SpecFormat, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        // YAML reads JSON too, so an unlabelled body is read as YAML.
+        return Ok(SpecFormat::Yaml);
+    };
+    let mime = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(SpecFormat::Json),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain"
+        | "" => Ok(SpecFormat::Yaml),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "cannot read a search space sent as `{other}`; send application/json or application/yaml"
+        ))),
+    }
+}
+
+/// What this server can run, beyond what the document format allows.
+fn check_supported(spec: &StudySpec) -> Result<(), ApiError> {
+    if spec.optimizer.kind == OptimizerKind::Gp {
+        return Err(ApiError::InvalidSpec(vec![Problem::new(
+            "optimizer.kind",
+            "the `gp` optimizer is not available in this version yet; use `random`",
+        )]));
+    }
+    Ok(())
+}
+
+pub async fn create_study(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let bytes = body_bytes(&state, body)?;
+    let format = body_format(&headers)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::invalid("the request body is not UTF-8 text", Vec::new()))?;
+    let spec = parse_spec(text, format)?;
+    check_supported(&spec)?;
+    let doc = serde_json::to_value(&spec)
+        .map_err(|e| ApiError::Internal(format!("serializing a spec: {e}")))?;
+    let record = state
+        .store()
+        .create_study(
+            NewStudy {
+                name: spec.name.clone(),
+                spec: doc,
+                direction: spec.objective.direction,
+                max_retries: spec.budget.max_retries,
+            },
+            views::now_ms(),
+        )
+        .await?;
+    tracing::info!(study = %record.id, name = %record.name, "study created");
+    let view = views::study(&record, &spec, Default::default(), None, true);
+    let location = format!("/studies/{}", record.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(view),
+    ))
+}
+
+async fn study_view(state: &AppState, id: StudyId, with_spec: bool) -> Result<Study, ApiError> {
+    let record = state.store().get_study(id).await?;
+    let spec = spec_of(state, &record).await?;
+    let counts = state.store().trial_counts(id).await?;
+    let best = state.store().best_trial(id).await?;
+    Ok(views::study(&record, &spec, counts, best.as_ref(), with_spec))
+}
+
+pub async fn list_studies(State(state): State<AppState>) -> Result<Json<StudyList>, ApiError> {
+    let records = state.store().list_studies().await?;
+    let mut studies = Vec::with_capacity(records.len());
+    for record in records {
+        studies.push(study_view(&state, record.id, false).await?);
+    }
+    Ok(Json(StudyList { studies }))
+}
+
+pub async fn get_study(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Study>, ApiError> {
+    Ok(Json(study_view(&state, study_id(&id)?, true).await?))
+}
+
+pub async fn delete_study(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = study_id(&id)?;
+    state.store().delete_study(id).await?;
+    state.forget_study(id);
+    tracing::info!(study = %id, "study deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialFilter {
+    state: Option<String>,
+}
+
+pub async fn list_trials(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    filter: Result<Query<TrialFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TrialList>, ApiError> {
+    let Query(filter) = filter.map_err(|e| {
+        ApiError::invalid(
+            "bad query string",
+            vec![Problem::new("query", e.body_text())],
+        )
+    })?;
+    let wanted = filter
+        .state
+        .map(|s| {
+            s.parse::<TrialState>().map_err(|_| {
+                ApiError::invalid(
+                    "bad query string",
+                    vec![Problem::new(
+                        "state",
+                        format!("unknown trial state `{s}`; expected pending, running, completed, pruned or failed"),
+                    )],
+                )
+            })
+        })
+        .transpose()?;
+    let trials = state.store().list_trials(study_id(&id)?).await?;
+    Ok(Json(TrialList {
+        trials: trials
+            .iter()
+            .filter(|t| wanted.is_none_or(|w| t.state == w))
+            .map(views::trial)
+            .collect(),
+    }))
+}
+
+pub async fn best_trial(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Best>, ApiError> {
+    let id = study_id(&id)?;
+    let record = state.store().get_study(id).await?;
+    let spec = spec_of(&state, &record).await?;
+    let best = state.store().best_trial(id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("study {id} has no completed trial yet"))
+    })?;
+    let mut config = spec.fixed.clone();
+    config.extend(best.params.clone());
+    Ok(Json(Best {
+        study_id: id,
+        trial: views::trial(&best),
+        config,
+    }))
+}
+
+async fn change_state(
+    state: &AppState,
+    raw_id: &str,
+    from: &[StudyState],
+    to: StudyState,
+    reason: &str,
+) -> Result<Json<Study>, ApiError> {
+    let id = study_id(raw_id)?;
+    // Under the ask lock, so no trial is handed out mid-change.
+    let lock = state.ask_lock(id);
+    let _serialized = lock.lock().await;
+    let record = state.store().get_study(id).await?;
+    if !from.contains(&record.state) {
+        return Err(ApiError::Conflict {
+            code: "invalid_study_state",
+            message: format!("study {id} is {}; cannot make it {to}", record.state),
+        });
+    }
+    state
+        .store()
+        .set_study_state(id, to, Some(reason), views::now_ms())
+        .await?;
+    if to == StudyState::Running {
+        // Resuming a study whose budget was already spent completes it at once.
+        settle(state, id).await?;
+    }
+    Ok(Json(study_view(state, id, true).await?))
+}
+
+pub async fn stop_study(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Study>, ApiError> {
+    change_state(
+        &state,
+        &id,
+        &[StudyState::Running, StudyState::Paused],
+        StudyState::Stopped,
+        "stopped by the user",
+    )
+    .await
+}
+
+pub async fn pause_study(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Study>, ApiError> {
+    change_state(
+        &state,
+        &id,
+        &[StudyState::Running],
+        StudyState::Paused,
+        "paused by the user",
+    )
+    .await
+}
+
+pub async fn resume_study(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Study>, ApiError> {
+    change_state(
+        &state,
+        &id,
+        &[StudyState::Paused, StudyState::Stopped],
+        StudyState::Running,
+        "resumed by the user",
+    )
+    .await
+}

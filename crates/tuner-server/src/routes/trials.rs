@@ -1,0 +1,238 @@
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Map, Value};
+use tuner_api::{
+    AskRequest, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
+    LEASE_TOKEN_HEADER, ReportRequest, ReportResponse, Trial,
+};
+use tuner_core::{Problem, StudyId, TrialId, TrialState};
+use tuner_store::Finish;
+
+use super::{body_bytes, parse_id, parse_json};
+use crate::{
+    ApiError, AppState,
+    scheduler::{self, AskOutcome},
+    views,
+};
+
+/// Longest failure reason kept; longer ones are cut.
+const MAX_REASON_CHARS: usize = 4_000;
+/// Seconds a worker told to wait should wait before asking again.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+fn trial_id(raw: &str) -> Result<TrialId, ApiError> {
+    parse_id("trial", raw).map(TrialId)
+}
+
+/// The lease token from the body, or else from the `X-Lease-Token` header.
+fn lease_token(headers: &HeaderMap, body_token: Option<String>) -> Result<String, ApiError> {
+    body_token
+        .or_else(|| {
+            headers
+                .get(LEASE_TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "a lease token is required",
+                vec![Problem::new(
+                    "lease_token",
+                    "give the token from the ask answer in the body or the X-Lease-Token header",
+                )],
+            )
+        })
+}
+
+fn lease_expiry(state: &AppState, now: i64) -> i64 {
+    now + state.config().lease.as_millis() as i64
+}
+
+pub async fn ask_trial(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = StudyId(parse_id("study", &id)?);
+    let req: AskRequest = parse_json(&body_bytes(&state, body)?)?;
+    let worker = req
+        .worker
+        .map(|w| w.chars().take(200).collect::<String>());
+    Ok(match scheduler::ask(&state, id, worker).await? {
+        AskOutcome::Leased(answer) => Json(*answer).into_response(),
+        AskOutcome::Wait => {
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+            resp
+        }
+        AskOutcome::Done => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+pub async fn get_trial(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Trial>, ApiError> {
+    let trial = state.store().get_trial(trial_id(&id)?).await?;
+    Ok(Json(views::trial(&trial)))
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let id = trial_id(&id)?;
+    let req: HeartbeatRequest = parse_json(&body_bytes(&state, body)?)?;
+    let token = lease_token(&headers, req.lease_token)?;
+    let now = views::now_ms();
+    let expires_at = lease_expiry(&state, now);
+    state.store().heartbeat(id, &token, now, expires_at).await?;
+    Ok(Json(HeartbeatResponse {
+        expires_at: views::time_text(expires_at),
+    }))
+}
+
+/// The objective value: given directly, or found in the metrics under the
+/// objective's metric name.
+fn objective_value(
+    explicit: Option<f64>,
+    metrics: &Map<String, Value>,
+    metric: &str,
+) -> Result<Option<f64>, ApiError> {
+    if let Some(v) = explicit {
+        return Ok(Some(v));
+    }
+    match metrics.get(metric) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_f64().filter(|x| x.is_finite()).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                "the objective metric is not a number",
+                vec![Problem::new(
+                    format!("metrics.{metric}"),
+                    format!("expected a finite number, found {v}"),
+                )],
+            )
+        }),
+    }
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReportResponse>, ApiError> {
+    let id = trial_id(&id)?;
+    let req: ReportRequest = parse_json(&body_bytes(&state, body)?)?;
+    let token = lease_token(&headers, req.lease_token)?;
+    let (_, spec) = scheduler::trial_and_spec(&state, id).await?;
+    let value = objective_value(req.value, &req.metrics, &spec.objective.metric)?;
+    let now = views::now_ms();
+    let expires_at = lease_expiry(&state, now);
+    let trial = state
+        .store()
+        .report_epoch(
+            id,
+            &token,
+            now,
+            expires_at,
+            req.epoch,
+            value,
+            &Value::Object(req.metrics),
+        )
+        .await?;
+    let (action, reason) = scheduler::after_report(&state, &trial, req.epoch, value).await?;
+    Ok(Json(ReportResponse {
+        action,
+        reason,
+        expires_at: views::time_text(expires_at),
+    }))
+}
+
+pub async fn complete_trial(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Trial>, ApiError> {
+    let id = trial_id(&id)?;
+    let req: CompleteRequest = parse_json(&body_bytes(&state, body)?)?;
+    let token = lease_token(&headers, req.lease_token)?;
+    let (_, spec) = scheduler::trial_and_spec(&state, id).await?;
+    let metric = &spec.objective.metric;
+    let value = objective_value(req.value, &req.metrics, metric)?.ok_or_else(|| {
+        ApiError::invalid(
+            "a completed trial needs its objective value",
+            vec![Problem::new(
+                "value",
+                format!(
+                    "give `value` or `metrics.{metric}`; a run that produced no value should call /fail"
+                ),
+            )],
+        )
+    })?;
+    let trial = state
+        .store()
+        .finish_trial(
+            id,
+            &token,
+            views::now_ms(),
+            Finish {
+                state: TrialState::Completed,
+                value: Some(value),
+                metrics: Some(Value::Object(req.metrics)),
+                reason: None,
+            },
+        )
+        .await?;
+    tracing::info!(trial = %id, value, "trial completed");
+    scheduler::settle(&state, trial.study_id).await?;
+    Ok(Json(views::trial(&trial)))
+}
+
+pub async fn fail_trial(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Trial>, ApiError> {
+    let id = trial_id(&id)?;
+    let req: FailRequest = parse_json(&body_bytes(&state, body)?)?;
+    let token = lease_token(&headers, req.lease_token)?;
+    let reason = req.reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::invalid(
+            "a failure needs a reason",
+            vec![Problem::new("reason", "must not be empty")],
+        ));
+    }
+    let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+    let trial = state
+        .store()
+        .finish_trial(
+            id,
+            &token,
+            views::now_ms(),
+            Finish {
+                state: TrialState::Failed,
+                value: None,
+                metrics: None,
+                reason: Some(reason.clone()),
+            },
+        )
+        .await?;
+    tracing::warn!(trial = %id, %reason, "trial failed");
+    scheduler::settle(&state, trial.study_id).await?;
+    Ok(Json(views::trial(&trial)))
+}

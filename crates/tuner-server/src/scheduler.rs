@@ -1,0 +1,340 @@
+//! The scheduling rules: which trial a worker gets, when a study is done, when a
+//! trial is pruned, and what happens to lost leases.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use tuner_api::{AskResponse, Lease, LeasedTrial, ReportAction};
+use tuner_core::{
+    Direction, OptimizerKind, Params, PrunerKind, StudyId, StudySpec, StudyState, TrialId,
+    TrialState, parse_spec_value,
+};
+use tuner_optim::{Observation, OptimError, Outcome, RandomSampler, Sampler, SuggestContext};
+use tuner_store::{Finish, LeaseGrant, StudyRecord, TrialRecord};
+
+use crate::{ApiError, AppState, views};
+
+/// What `ask` found.
+pub enum AskOutcome {
+    Leased(Box<AskResponse>),
+    /// Nothing to hand out now, but trials are in flight (one may be re-queued) or
+    /// the study is paused: ask again later.
+    Wait,
+    /// The study will hand out nothing more.
+    Done,
+}
+
+/// The parsed spec of a study, from the cache or the stored document.
+pub async fn spec_of(state: &AppState, record: &StudyRecord) -> Result<Arc<StudySpec>, ApiError> {
+    if let Some(spec) = state
+        .inner
+        .specs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&record.id)
+    {
+        return Ok(spec.clone());
+    }
+    let spec = parse_spec_value(&record.spec).map_err(|e| {
+        ApiError::Internal(format!("stored spec of study {} no longer parses: {e}", record.id))
+    })?;
+    let spec = Arc::new(spec);
+    state
+        .inner
+        .specs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(record.id, spec.clone());
+    Ok(spec)
+}
+
+/// The sampler for an optimizer kind, or why this server cannot run it.
+pub fn sampler_for(kind: OptimizerKind) -> Option<Box<dyn Sampler>> {
+    match kind {
+        OptimizerKind::Random => Some(Box::new(RandomSampler)),
+        OptimizerKind::Gp => None,
+    }
+}
+
+/// A fresh random lease token (128 bits, hex).
+fn new_token() -> String {
+    let bits: u128 = rand::rng().random();
+    format!("{bits:032x}")
+}
+
+fn merged_config(params: &Params, spec: &StudySpec) -> Params {
+    let mut config = spec.fixed.clone();
+    config.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+    config
+}
+
+fn leased(
+    state: &AppState,
+    record: &StudyRecord,
+    spec: &StudySpec,
+    trial: TrialRecord,
+) -> AskOutcome {
+    let lease = Lease {
+        token: trial.lease_token.clone().unwrap_or_default(),
+        expires_at: views::time_text(trial.lease_expires_at.unwrap_or_default()),
+        ttl_seconds: state.config().lease.as_secs_f64(),
+    };
+    AskOutcome::Leased(Box::new(AskResponse {
+        trial: LeasedTrial {
+            id: trial.id,
+            study_id: trial.study_id,
+            number: trial.number,
+            config: merged_config(&trial.params, spec),
+            params: trial.params,
+            attempt: trial.attempts,
+            objective: views::objective(spec),
+            trainer: record.spec.get("trainer").cloned().unwrap_or_default(),
+        },
+        lease,
+    }))
+}
+
+/// Leases the next trial of a study: a re-queued one first, else a new suggestion,
+/// within the study's budget and parallelism.
+pub async fn ask(
+    state: &AppState,
+    id: StudyId,
+    worker: Option<String>,
+) -> Result<AskOutcome, ApiError> {
+    let lock = state.ask_lock(id);
+    let _serialized = lock.lock().await;
+
+    reap_once(state).await?;
+    let record = state.store().get_study(id).await?;
+    match record.state {
+        StudyState::Running => {}
+        StudyState::Paused => return Ok(AskOutcome::Wait),
+        _ => return Ok(AskOutcome::Done),
+    }
+    let spec = spec_of(state, &record).await?;
+    let counts = state.store().trial_counts(id).await?;
+    if counts.running >= u64::from(spec.budget.parallelism) {
+        return Ok(AskOutcome::Wait);
+    }
+    let now = views::now_ms();
+    let grant = LeaseGrant {
+        token: new_token(),
+        worker,
+        now,
+        expires_at: now + state.config().lease.as_millis() as i64,
+    };
+    if let Some(trial) = state.store().lease_pending_trial(id, &grant).await? {
+        return Ok(leased(state, &record, &spec, trial));
+    }
+    if counts.spent() >= u64::from(spec.budget.max_trials) {
+        return Ok(if counts.in_flight() > 0 {
+            AskOutcome::Wait
+        } else {
+            settle(state, id).await?;
+            AskOutcome::Done
+        });
+    }
+
+    let trials = state.store().trial_summaries(id).await?;
+    let history: Vec<Observation> = trials.iter().map(observation).collect();
+    let trial_number = trials.len() as u64;
+    let spec_for_sampler = spec.clone();
+    let sampler = sampler_for(spec.optimizer.kind).ok_or_else(|| ApiError::Conflict {
+        code: "optimizer_unavailable",
+        message: format!(
+            "this server cannot run the `{}` optimizer",
+            spec.optimizer.kind.as_str()
+        ),
+    })?;
+    let suggestion = tokio::task::spawn_blocking(move || {
+        sampler.suggest(&SuggestContext {
+            space: &spec_for_sampler.parameters,
+            direction: spec_for_sampler.objective.direction,
+            seed: spec_for_sampler.optimizer.seed,
+            trial_number,
+            history: &history,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("sampler task panicked: {e}")))?;
+
+    match suggestion {
+        Ok(params) => {
+            let trial = state
+                .store()
+                .insert_leased_trial(id, &params, &grant)
+                .await?;
+            tracing::info!(study = %id, trial = %trial.id, number = trial.number, "trial started");
+            Ok(leased(state, &record, &spec, trial))
+        }
+        Err(e @ (OptimError::Exhausted { .. } | OptimError::NoFreshConfig { .. })) => {
+            if counts.in_flight() > 0 {
+                return Ok(AskOutcome::Wait);
+            }
+            tracing::info!(study = %id, reason = %e, "study completed");
+            state
+                .store()
+                .set_study_state(id, StudyState::Completed, Some(&e.to_string()), now)
+                .await?;
+            Ok(AskOutcome::Done)
+        }
+    }
+}
+
+fn observation(t: &TrialRecord) -> Observation {
+    let outcome = match t.state {
+        TrialState::Completed => match t.value {
+            Some(v) => Outcome::Completed(v),
+            None => Outcome::Failed,
+        },
+        TrialState::Pruned => Outcome::Pruned(t.value),
+        TrialState::Failed => Outcome::Failed,
+        TrialState::Pending | TrialState::Running => Outcome::Pending,
+    };
+    Observation {
+        params: t.params.clone(),
+        outcome,
+    }
+}
+
+/// Moves a running study to its end state once nothing more will happen in it:
+/// failed after too many failures in a row, completed once its budget is spent and
+/// nothing is in flight.
+pub async fn settle(state: &AppState, id: StudyId) -> Result<(), ApiError> {
+    let record = match state.store().get_study(id).await {
+        Ok(r) => r,
+        // Deleted meanwhile: nothing to settle.
+        Err(tuner_store::StoreError::StudyNotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if record.state != StudyState::Running {
+        return Ok(());
+    }
+    let spec = spec_of(state, &record).await?;
+    let now = views::now_ms();
+    let limit = spec.budget.max_consecutive_failures;
+    let failures = state.store().consecutive_failures(id, limit).await?;
+    if failures >= limit {
+        let reason = format!(
+            "{failures} trials in a row failed (budget.max_consecutive_failures = {limit}); \
+             see the trials' failure_reason"
+        );
+        tracing::warn!(study = %id, %reason, "study failed");
+        state
+            .store()
+            .set_study_state(id, StudyState::Failed, Some(&reason), now)
+            .await?;
+        return Ok(());
+    }
+    let counts = state.store().trial_counts(id).await?;
+    if counts.spent() >= u64::from(spec.budget.max_trials) && counts.in_flight() == 0 {
+        let reason = format!("budget of {} trials spent", spec.budget.max_trials);
+        state
+            .store()
+            .set_study_state(id, StudyState::Completed, Some(&reason), now)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Takes back expired leases and settles the studies they belong to.
+pub async fn reap_once(state: &AppState) -> Result<(), ApiError> {
+    let reaped = state.store().reap_expired_leases(views::now_ms()).await?;
+    for r in &reaped {
+        tracing::warn!(trial = %r.id, study = %r.study_id, state = %r.state, "lease expired");
+    }
+    let mut studies: Vec<StudyId> = reaped.iter().map(|r| r.study_id).collect();
+    studies.sort();
+    studies.dedup();
+    for id in studies {
+        settle(state, id).await?;
+    }
+    Ok(())
+}
+
+/// Whether the median rule stops `trial` at `epoch` with `value`: it is worse than
+/// the median of what finished trials had reached at the same epoch.
+pub async fn should_prune(
+    state: &AppState,
+    spec: &StudySpec,
+    trial: &TrialRecord,
+    epoch: u32,
+    value: f64,
+) -> Result<bool, ApiError> {
+    let Some(pruner) = &spec.pruner else {
+        return Ok(false);
+    };
+    if pruner.kind != PrunerKind::Median || epoch <= pruner.warmup_epochs {
+        return Ok(false);
+    }
+    let trials = state.store().list_trials(trial.study_id).await?;
+    let mut peers: Vec<f64> = trials
+        .iter()
+        .filter(|t| t.id != trial.id && matches!(t.state, TrialState::Completed | TrialState::Pruned))
+        .filter_map(|t| t.epochs.iter().find(|e| e.epoch == epoch)?.value)
+        .collect();
+    if peers.len() < pruner.min_trials as usize {
+        return Ok(false);
+    }
+    peers.sort_by(f64::total_cmp);
+    let n = peers.len();
+    let median = if n % 2 == 1 {
+        peers[n / 2]
+    } else {
+        (peers[n / 2 - 1] + peers[n / 2]) / 2.0
+    };
+    Ok(match spec.objective.direction {
+        Direction::Maximize => value < median,
+        Direction::Minimize => value > median,
+    })
+}
+
+/// The answer to an epoch report: stop if the study no longer runs or the pruner
+/// says so (the trial is then PRUNED with its last value), else continue.
+pub async fn after_report(
+    state: &AppState,
+    trial: &TrialRecord,
+    epoch: u32,
+    value: Option<f64>,
+) -> Result<(ReportAction, Option<String>), ApiError> {
+    let record = state.store().get_study(trial.study_id).await?;
+    if matches!(record.state, StudyState::Stopped | StudyState::Failed) {
+        return Ok((
+            ReportAction::Stop,
+            Some(format!("the study is {}", record.state)),
+        ));
+    }
+    let spec = spec_of(state, &record).await?;
+    if let Some(value) = value
+        && should_prune(state, &spec, trial, epoch, value).await?
+    {
+        let reason = format!("pruned at epoch {epoch}: {value} is worse than the median of finished trials at that epoch");
+        state
+            .store()
+            .finish_trial_unleased(
+                trial.id,
+                views::now_ms(),
+                Finish {
+                    state: TrialState::Pruned,
+                    value: Some(value),
+                    metrics: None,
+                    reason: Some(reason.clone()),
+                },
+            )
+            .await?;
+        settle(state, trial.study_id).await?;
+        return Ok((ReportAction::Stop, Some(reason)));
+    }
+    Ok((ReportAction::Continue, None))
+}
+
+/// Trial-level read for handlers that need the study spec too.
+pub async fn trial_and_spec(
+    state: &AppState,
+    id: TrialId,
+) -> Result<(TrialRecord, Arc<StudySpec>), ApiError> {
+    let trial = state.store().get_trial(id).await?;
+    let record = state.store().get_study(trial.study_id).await?;
+    let spec = spec_of(state, &record).await?;
+    Ok((trial, spec))
+}

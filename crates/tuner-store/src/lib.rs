@@ -1,0 +1,100 @@
+//! tuner-store: durable storage of studies and trials.
+//!
+//! Owns the [`Store`] trait (the operations the scheduler needs, phrased without
+//! SQL so a PostgreSQL implementation can follow), [`SqliteStore`], and [`MIGRATOR`]
+//! built from the workspace's `migrations/`. Lifecycle rules live here: trial numbers
+//! are dense per study, only the current lease holder may change a running trial,
+//! and finished trials are immutable (also enforced by triggers in the schema).
+//!
+//! Must not depend on the optimizer, the trainer, HTTP or wire types.
+
+mod error;
+mod records;
+mod sqlite;
+
+pub use error::StoreError;
+pub use records::{
+    EpochRecord, Finish, LeaseGrant, NewStudy, ReapedTrial, StudyRecord, TrialCounts, TrialRecord,
+};
+pub use sqlite::{MIGRATOR, SqliteStore};
+
+use async_trait::async_trait;
+use tuner_core::{Params, StudyId, StudyState, TrialId};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the server persists. Times are Unix milliseconds supplied by the
+/// caller, so lease expiry is testable without sleeping.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_study(&self, new: NewStudy, now: i64) -> Result<StudyRecord>;
+    async fn get_study(&self, id: StudyId) -> Result<StudyRecord>;
+    async fn list_studies(&self) -> Result<Vec<StudyRecord>>;
+    async fn set_study_state(
+        &self,
+        id: StudyId,
+        state: StudyState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<()>;
+    /// Deletes a study with all its trials.
+    async fn delete_study(&self, id: StudyId) -> Result<()>;
+
+    async fn trial_counts(&self, study: StudyId) -> Result<TrialCounts>;
+    /// The best completed trial (highest or lowest value by the study's direction;
+    /// ties go to the earlier trial).
+    async fn best_trial(&self, study: StudyId) -> Result<Option<TrialRecord>>;
+    /// All trials of a study by number, with their per-epoch history.
+    async fn list_trials(&self, study: StudyId) -> Result<Vec<TrialRecord>>;
+    /// All trials of a study without epochs (what a sampler needs).
+    async fn trial_summaries(&self, study: StudyId) -> Result<Vec<TrialRecord>>;
+    async fn get_trial(&self, id: TrialId) -> Result<TrialRecord>;
+
+    /// Creates trial number `max + 1` of the study, already leased.
+    async fn insert_leased_trial(
+        &self,
+        study: StudyId,
+        params: &Params,
+        lease: &LeaseGrant,
+    ) -> Result<TrialRecord>;
+    /// Leases the oldest pending (re-queued) trial of the study, if any.
+    async fn lease_pending_trial(
+        &self,
+        study: StudyId,
+        lease: &LeaseGrant,
+    ) -> Result<Option<TrialRecord>>;
+    /// Extends a valid lease to `expires_at`.
+    async fn heartbeat(&self, trial: TrialId, token: &str, now: i64, expires_at: i64)
+    -> Result<()>;
+    /// Records one epoch's metrics (idempotent per epoch) and extends the lease.
+    async fn report_epoch(
+        &self,
+        trial: TrialId,
+        token: &str,
+        now: i64,
+        expires_at: i64,
+        epoch: u32,
+        value: Option<f64>,
+        metrics: &serde_json::Value,
+    ) -> Result<TrialRecord>;
+    /// Finishes a running trial for its lease holder.
+    async fn finish_trial(
+        &self,
+        trial: TrialId,
+        token: &str,
+        now: i64,
+        finish: Finish,
+    ) -> Result<TrialRecord>;
+    /// Finishes a running trial on the server's own authority (e.g. the pruner).
+    async fn finish_trial_unleased(
+        &self,
+        trial: TrialId,
+        now: i64,
+        finish: Finish,
+    ) -> Result<TrialRecord>;
+    /// Takes back every lease that expired before `now`: the trial goes back to
+    /// pending, or is failed once it has used up its study's retries.
+    async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>>;
+    /// How many of the study's most recently finished trials failed, in a row.
+    async fn consecutive_failures(&self, study: StudyId, limit: u32) -> Result<u32>;
+}

@@ -1,0 +1,562 @@
+use std::{path::Path, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    Row, SqlitePool,
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState, config_key};
+
+use crate::{
+    EpochRecord, Finish, LeaseGrant, NewStudy, ReapedTrial, Result, Store, StoreError,
+    StudyRecord, TrialCounts, TrialRecord,
+};
+
+/// The schema, from the workspace's `migrations/` folder, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// A [`Store`] in one SQLite file, in WAL mode. The server process is its only writer.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const TRIAL_COLUMNS: &str = "id, study_id, number, state, params, value, metrics, worker, \
+     lease_token, lease_expires_at, attempts, last_epoch, failure_reason, created_at, \
+     started_at, finished_at";
+
+const STUDY_COLUMNS: &str =
+    "id, name, spec, direction, max_retries, state, state_reason, created_at, updated_at";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a commit survives the process being killed; only an OS
+            // crash or power loss can drop the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Explains why a lease-checked update touched no row.
+    async fn lease_failure(&self, id: TrialId, token: &str, now: i64) -> StoreError {
+        let row = sqlx::query("SELECT state, lease_token, lease_expires_at FROM trials WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await;
+        let row = match row {
+            Ok(Some(row)) => row,
+            Ok(None) => return StoreError::TrialNotFound(id),
+            Err(e) => return e.into(),
+        };
+        let state: String = row.get("state");
+        let state = match TrialState::from_str(&state) {
+            Ok(s) => s,
+            Err(e) => return StoreError::Corrupt(e.to_string()),
+        };
+        if state != TrialState::Running {
+            return StoreError::NotRunning { id, state };
+        }
+        let current: Option<String> = row.get("lease_token");
+        if current.as_deref() != Some(token) {
+            return StoreError::LeaseMismatch(id);
+        }
+        let expires: Option<i64> = row.get("lease_expires_at");
+        if expires.is_some_and(|e| e < now) {
+            return StoreError::LeaseExpired(id);
+        }
+        // The row changed between the update and this read (e.g. it just finished).
+        StoreError::NotRunning { id, state }
+    }
+}
+
+fn study_from_row(row: &SqliteRow) -> Result<StudyRecord> {
+    let spec: String = row.get("spec");
+    let direction: String = row.get("direction");
+    let state: String = row.get("state");
+    Ok(StudyRecord {
+        id: StudyId(row.get("id")),
+        name: row.get("name"),
+        spec: serde_json::from_str(&spec)
+            .map_err(|e| StoreError::Corrupt(format!("study spec: {e}")))?,
+        direction: match direction.as_str() {
+            "minimize" => Direction::Minimize,
+            _ => Direction::Maximize,
+        },
+        max_retries: row.get::<i64, _>("max_retries") as u32,
+        state: StudyState::from_str(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        state_reason: row.get("state_reason"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+fn trial_from_row(row: &SqliteRow) -> Result<TrialRecord> {
+    let state: String = row.get("state");
+    let params: String = row.get("params");
+    let metrics: Option<String> = row.get("metrics");
+    Ok(TrialRecord {
+        id: TrialId(row.get("id")),
+        study_id: StudyId(row.get("study_id")),
+        number: row.get::<i64, _>("number") as u64,
+        state: TrialState::from_str(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        params: serde_json::from_str(&params)
+            .map_err(|e| StoreError::Corrupt(format!("trial params: {e}")))?,
+        value: row.get("value"),
+        metrics: metrics
+            .map(|m| serde_json::from_str(&m))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("trial metrics: {e}")))?,
+        worker: row.get("worker"),
+        lease_token: row.get("lease_token"),
+        lease_expires_at: row.get("lease_expires_at"),
+        attempts: row.get::<i64, _>("attempts") as u32,
+        last_epoch: row.get::<Option<i64>, _>("last_epoch").map(|e| e as u32),
+        failure_reason: row.get("failure_reason"),
+        created_at: row.get("created_at"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+        epochs: Vec::new(),
+    })
+}
+
+fn to_json_text<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_study(&self, new: NewStudy, now: i64) -> Result<StudyRecord> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO studies (name, spec, direction, max_retries, state, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 'running', ?, ?) RETURNING {STUDY_COLUMNS}"
+        ))
+        .bind(&new.name)
+        .bind(to_json_text(&new.spec)?)
+        .bind(new.direction.as_str())
+        .bind(i64::from(new.max_retries))
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        study_from_row(&row)
+    }
+
+    async fn get_study(&self, id: StudyId) -> Result<StudyRecord> {
+        let row = sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::StudyNotFound(id))?;
+        study_from_row(&row)
+    }
+
+    async fn list_studies(&self) -> Result<Vec<StudyRecord>> {
+        sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(study_from_row)
+            .collect()
+    }
+
+    async fn set_study_state(
+        &self,
+        id: StudyId,
+        state: StudyState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE studies SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::StudyNotFound(id));
+        }
+        Ok(())
+    }
+
+    async fn delete_study(&self, id: StudyId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM studies WHERE id = ?")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::StudyNotFound(id));
+        }
+        Ok(())
+    }
+
+    async fn trial_counts(&self, study: StudyId) -> Result<TrialCounts> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM trials WHERE study_id = ? GROUP BY state")
+                .bind(study.0)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts = TrialCounts::default();
+        for row in rows {
+            let n = row.get::<i64, _>("n") as u64;
+            match row.get::<String, _>("state").as_str() {
+                "pending" => counts.pending = n,
+                "running" => counts.running = n,
+                "completed" => counts.completed = n,
+                "pruned" => counts.pruned = n,
+                "failed" => counts.failed = n,
+                other => return Err(StoreError::Corrupt(format!("trial state `{other}`"))),
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn best_trial(&self, study: StudyId) -> Result<Option<TrialRecord>> {
+        let direction = self.get_study(study).await?.direction;
+        let order = match direction {
+            Direction::Maximize => "DESC",
+            Direction::Minimize => "ASC",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = ? AND state = 'completed' \
+             ORDER BY value {order}, number ASC LIMIT 1"
+        ))
+        .bind(study.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut trial = trial_from_row(&row)?;
+        trial.epochs = self.epochs_of(trial.id).await?;
+        Ok(Some(trial))
+    }
+
+    async fn list_trials(&self, study: StudyId) -> Result<Vec<TrialRecord>> {
+        let mut trials = self.trial_summaries(study).await?;
+        let rows = sqlx::query(
+            "SELECT e.trial_id, e.epoch, e.value, e.metrics, e.reported_at FROM trial_epochs e \
+             JOIN trials t ON t.id = e.trial_id WHERE t.study_id = ? ORDER BY e.trial_id, e.epoch",
+        )
+        .bind(study.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_trial: std::collections::HashMap<i64, Vec<EpochRecord>> =
+            std::collections::HashMap::new();
+        for row in &rows {
+            by_trial
+                .entry(row.get("trial_id"))
+                .or_default()
+                .push(epoch_from_row(row)?);
+        }
+        for trial in &mut trials {
+            if let Some(epochs) = by_trial.remove(&trial.id.0) {
+                trial.epochs = epochs;
+            }
+        }
+        Ok(trials)
+    }
+
+    async fn trial_summaries(&self, study: StudyId) -> Result<Vec<TrialRecord>> {
+        // An unknown study is an error, not an empty list.
+        let exists = sqlx::query("SELECT 1 FROM studies WHERE id = ?")
+            .bind(study.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::StudyNotFound(study));
+        }
+        sqlx::query(&format!(
+            "SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = ? ORDER BY number"
+        ))
+        .bind(study.0)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(trial_from_row)
+        .collect()
+    }
+
+    async fn get_trial(&self, id: TrialId) -> Result<TrialRecord> {
+        let row = sqlx::query(&format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::TrialNotFound(id))?;
+        let mut trial = trial_from_row(&row)?;
+        trial.epochs = self.epochs_of(id).await?;
+        Ok(trial)
+    }
+
+    async fn insert_leased_trial(
+        &self,
+        study: StudyId,
+        params: &Params,
+        lease: &LeaseGrant,
+    ) -> Result<TrialRecord> {
+        // One statement, so the number is computed and taken atomically.
+        let row = sqlx::query(&format!(
+            "INSERT INTO trials (study_id, number, state, params, config_key, worker, lease_token, \
+                 lease_expires_at, attempts, created_at, started_at) \
+             SELECT ?1, COALESCE(MAX(number) + 1, 0), 'running', ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7 \
+             FROM trials WHERE study_id = ?1 \
+             RETURNING {TRIAL_COLUMNS}"
+        ))
+        .bind(study.0)
+        .bind(to_json_text(params)?)
+        .bind(config_key(params))
+        .bind(&lease.worker)
+        .bind(&lease.token)
+        .bind(lease.expires_at)
+        .bind(lease.now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
+                StoreError::StudyNotFound(study)
+            }
+            other => other.into(),
+        })?;
+        trial_from_row(&row)
+    }
+
+    async fn lease_pending_trial(
+        &self,
+        study: StudyId,
+        lease: &LeaseGrant,
+    ) -> Result<Option<TrialRecord>> {
+        let row = sqlx::query(&format!(
+            "UPDATE trials SET state = 'running', worker = ?, lease_token = ?, lease_expires_at = ?, \
+                 attempts = attempts + 1, started_at = ? \
+             WHERE id = (SELECT id FROM trials WHERE study_id = ? AND state = 'pending' \
+                         ORDER BY number LIMIT 1) \
+             RETURNING {TRIAL_COLUMNS}"
+        ))
+        .bind(&lease.worker)
+        .bind(&lease.token)
+        .bind(lease.expires_at)
+        .bind(lease.now)
+        .bind(study.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(trial_from_row).transpose()
+    }
+
+    async fn heartbeat(
+        &self,
+        trial: TrialId,
+        token: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE trials SET lease_expires_at = ? \
+             WHERE id = ? AND state = 'running' AND lease_token = ? AND lease_expires_at >= ?",
+        )
+        .bind(expires_at)
+        .bind(trial.0)
+        .bind(token)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(self.lease_failure(trial, token, now).await);
+        }
+        Ok(())
+    }
+
+    async fn report_epoch(
+        &self,
+        trial: TrialId,
+        token: &str,
+        now: i64,
+        expires_at: i64,
+        epoch: u32,
+        value: Option<f64>,
+        metrics: &serde_json::Value,
+    ) -> Result<TrialRecord> {
+        let mut tx = self.pool.begin().await?;
+        // The first statement writes, so the transaction takes the write lock at once
+        // (no read-then-upgrade, which SQLite cannot retry).
+        let row = sqlx::query(&format!(
+            "UPDATE trials SET lease_expires_at = ?, last_epoch = MAX(COALESCE(last_epoch, 0), ?) \
+             WHERE id = ? AND state = 'running' AND lease_token = ? AND lease_expires_at >= ? \
+             RETURNING {TRIAL_COLUMNS}"
+        ))
+        .bind(expires_at)
+        .bind(i64::from(epoch))
+        .bind(trial.0)
+        .bind(token)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            drop(tx);
+            return Err(self.lease_failure(trial, token, now).await);
+        };
+        sqlx::query(
+            "INSERT INTO trial_epochs (trial_id, epoch, value, metrics, reported_at) \
+             VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (trial_id, epoch) DO UPDATE SET \
+                 value = excluded.value, metrics = excluded.metrics, reported_at = excluded.reported_at",
+        )
+        .bind(trial.0)
+        .bind(i64::from(epoch))
+        .bind(value)
+        .bind(to_json_text(metrics)?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut record = trial_from_row(&row)?;
+        record.epochs = self.epochs_of(trial).await?;
+        Ok(record)
+    }
+
+    async fn finish_trial(
+        &self,
+        trial: TrialId,
+        token: &str,
+        now: i64,
+        finish: Finish,
+    ) -> Result<TrialRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE trials SET state = ?, value = ?, metrics = ?, failure_reason = ?, \
+                 finished_at = ?, lease_token = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND state = 'running' AND lease_token = ? AND lease_expires_at >= ? \
+             RETURNING {TRIAL_COLUMNS}"
+        ))
+        .bind(finish.state.as_str())
+        .bind(finish.value)
+        .bind(finish.metrics.as_ref().map(to_json_text).transpose()?)
+        .bind(&finish.reason)
+        .bind(now)
+        .bind(trial.0)
+        .bind(token)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => trial_from_row(&row),
+            None => Err(self.lease_failure(trial, token, now).await),
+        }
+    }
+
+    async fn finish_trial_unleased(
+        &self,
+        trial: TrialId,
+        now: i64,
+        finish: Finish,
+    ) -> Result<TrialRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE trials SET state = ?, value = COALESCE(?, value), metrics = COALESCE(?, metrics), \
+                 failure_reason = ?, finished_at = ?, lease_token = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND state IN ('pending', 'running') \
+             RETURNING {TRIAL_COLUMNS}"
+        ))
+        .bind(finish.state.as_str())
+        .bind(finish.value)
+        .bind(finish.metrics.as_ref().map(to_json_text).transpose()?)
+        .bind(&finish.reason)
+        .bind(now)
+        .bind(trial.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => trial_from_row(&row),
+            None => {
+                let current = self.get_trial(trial).await?;
+                Err(StoreError::NotRunning {
+                    id: trial,
+                    state: current.state,
+                })
+            }
+        }
+    }
+
+    async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>> {
+        let rows = sqlx::query(
+            "UPDATE trials SET \
+                 state = CASE WHEN attempts > (SELECT max_retries FROM studies s WHERE s.id = study_id) \
+                              THEN 'failed' ELSE 'pending' END, \
+                 failure_reason = CASE WHEN attempts > (SELECT max_retries FROM studies s WHERE s.id = study_id) \
+                              THEN 'lease expired ' || attempts || ' time(s) without a result (worker lost?); out of retries' \
+                              ELSE failure_reason END, \
+                 finished_at = CASE WHEN attempts > (SELECT max_retries FROM studies s WHERE s.id = study_id) \
+                              THEN ?1 ELSE NULL END, \
+                 lease_token = NULL, lease_expires_at = NULL, worker = NULL \
+             WHERE state = 'running' AND lease_expires_at < ?1 \
+             RETURNING id, study_id, state",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.get("state");
+                Ok(ReapedTrial {
+                    id: TrialId(row.get("id")),
+                    study_id: StudyId(row.get("study_id")),
+                    state: TrialState::from_str(&state)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn consecutive_failures(&self, study: StudyId, limit: u32) -> Result<u32> {
+        let rows = sqlx::query(
+            "SELECT state FROM trials WHERE study_id = ? AND finished_at IS NOT NULL \
+             ORDER BY finished_at DESC, id DESC LIMIT ?",
+        )
+        .bind(study.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .take_while(|r| r.get::<String, _>("state") == "failed")
+            .count() as u32)
+    }
+}
+
+impl SqliteStore {
+    async fn epochs_of(&self, trial: TrialId) -> Result<Vec<EpochRecord>> {
+        sqlx::query(
+            "SELECT epoch, value, metrics, reported_at FROM trial_epochs WHERE trial_id = ? ORDER BY epoch",
+        )
+        .bind(trial.0)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(epoch_from_row)
+        .collect()
+    }
+}
+
+fn epoch_from_row(row: &SqliteRow) -> Result<EpochRecord> {
+    let metrics: String = row.get("metrics");
+    Ok(EpochRecord {
+        epoch: row.get::<i64, _>("epoch") as u32,
+        value: row.get("value"),
+        metrics: serde_json::from_str(&metrics)
+            .map_err(|e| StoreError::Corrupt(format!("epoch metrics: {e}")))?,
+        reported_at: row.get("reported_at"),
+    })
+}
