@@ -225,8 +225,12 @@ impl ApiClient {
         trial: TrialId,
         req: &CompleteRequest,
     ) -> Result<Trial, ClientError> {
-        self.json(Method::POST, &format!("/trials/{trial}/complete"), Some(req))
-            .await
+        self.json(
+            Method::POST,
+            &format!("/trials/{trial}/complete"),
+            Some(req),
+        )
+        .await
     }
 
     pub async fn fail(&self, trial: TrialId, req: &FailRequest) -> Result<Trial, ClientError> {

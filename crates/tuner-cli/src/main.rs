@@ -19,10 +19,19 @@ use tuner_store::SqliteStore;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8470";
 
 #[derive(Parser)]
-#[command(name = "tuner-cli", version, about = "Self-hosted hyperparameter search")]
+#[command(
+    name = "tuner-cli",
+    version,
+    about = "Self-hosted hyperparameter search"
+)]
 struct Cli {
     /// Base URL of the tuner server (client commands).
-    #[arg(long, global = true, env = "TUNER_SERVER", default_value = "http://127.0.0.1:8470")]
+    #[arg(
+        long,
+        global = true,
+        env = "TUNER_SERVER",
+        default_value = "http://127.0.0.1:8470"
+    )]
     server: String,
     #[command(subcommand)]
     command: Command,
@@ -282,7 +291,10 @@ async fn serve(addr: SocketAddr, db: &std::path::Path, config: ServerConfig) -> 
     })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, db = %db.display(), "tuner server listening");
-    eprintln!("tuner server listening on http://{local} (database {})", db.display());
+    eprintln!(
+        "tuner server listening on http://{local} (database {})",
+        db.display()
+    );
     axum::serve(listener, tuner_server::app(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

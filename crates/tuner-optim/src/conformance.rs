@@ -99,7 +99,10 @@ pub fn suggestions_fit_the_space(sampler: &dyn Sampler) {
             .suggest(&ctx(&space, &history, 7, Direction::Maximize))
             .unwrap_or_else(|e| panic!("{}: suggest failed: {e}", sampler.name()));
         if let Err(e) = space.check_params(&params) {
-            panic!("{}: suggestion {params:?} does not fit: {e}", sampler.name());
+            panic!(
+                "{}: suggestion {params:?} does not fit: {e}",
+                sampler.name()
+            );
         }
         saw_active |= params.contains_key("units_3");
         saw_inactive |= !params.contains_key("units_2");

@@ -70,7 +70,8 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let details = match self {
-            Self::InvalidSpec(problems) | Self::Invalid {
+            Self::InvalidSpec(problems)
+            | Self::Invalid {
                 details: problems, ..
             } => problems
                 .into_iter()

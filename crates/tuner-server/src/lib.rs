@@ -80,7 +80,11 @@ impl AppState {
     }
 
     fn ask_lock(&self, id: StudyId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.inner.ask_locks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locks = self
+            .inner
+            .ask_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         locks.entry(id).or_default().clone()
     }
 

@@ -36,7 +36,10 @@ pub async fn spec_of(state: &AppState, record: &StudyRecord) -> Result<Arc<Study
         return Ok(spec.clone());
     }
     let spec = parse_spec_value(&record.spec).map_err(|e| {
-        ApiError::Internal(format!("stored spec of study {} no longer parses: {e}", record.id))
+        ApiError::Internal(format!(
+            "stored spec of study {} no longer parses: {e}",
+            record.id
+        ))
     })?;
     let spec = Arc::new(spec);
     state
@@ -270,7 +273,9 @@ pub async fn should_prune(
     let trials = state.store().list_trials(trial.study_id).await?;
     let mut peers: Vec<f64> = trials
         .iter()
-        .filter(|t| t.id != trial.id && matches!(t.state, TrialState::Completed | TrialState::Pruned))
+        .filter(|t| {
+            t.id != trial.id && matches!(t.state, TrialState::Completed | TrialState::Pruned)
+        })
         .filter_map(|t| t.epochs.iter().find(|e| e.epoch == epoch)?.value)
         .collect();
     if peers.len() < pruner.min_trials as usize {
@@ -308,7 +313,9 @@ pub async fn after_report(
     if let Some(value) = value
         && should_prune(state, &spec, trial, epoch, value).await?
     {
-        let reason = format!("pruned at epoch {epoch}: {value} is worse than the median of finished trials at that epoch");
+        let reason = format!(
+            "pruned at epoch {epoch}: {value} is worse than the median of finished trials at that epoch"
+        );
         state
             .store()
             .finish_trial_unleased(

@@ -4,13 +4,15 @@ use async_trait::async_trait;
 use sqlx::{
     Row, SqlitePool,
     migrate::Migrator,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
 };
 use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState, config_key};
 
 use crate::{
-    EpochRecord, Finish, LeaseGrant, NewStudy, ReapedTrial, Result, Store, StoreError,
-    StudyRecord, TrialCounts, TrialRecord,
+    EpochRecord, Finish, LeaseGrant, NewStudy, ReapedTrial, Result, Store, StoreError, StudyRecord,
+    TrialCounts, TrialRecord,
 };
 
 /// The schema, from the workspace's `migrations/` folder, embedded at build time.
@@ -55,10 +57,11 @@ impl SqliteStore {
 
     /// Explains why a lease-checked update touched no row.
     async fn lease_failure(&self, id: TrialId, token: &str, now: i64) -> StoreError {
-        let row = sqlx::query("SELECT state, lease_token, lease_expires_at FROM trials WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await;
+        let row =
+            sqlx::query("SELECT state, lease_token, lease_expires_at FROM trials WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await;
         let row = match row {
             Ok(Some(row)) => row,
             Ok(None) => return StoreError::TrialNotFound(id),
@@ -209,11 +212,12 @@ impl Store for SqliteStore {
     }
 
     async fn trial_counts(&self, study: StudyId) -> Result<TrialCounts> {
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) AS n FROM trials WHERE study_id = ? GROUP BY state")
-                .bind(study.0)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM trials WHERE study_id = ? GROUP BY state",
+        )
+        .bind(study.0)
+        .fetch_all(&self.pool)
+        .await?;
         let mut counts = TrialCounts::default();
         for row in rows {
             let n = row.get::<i64, _>("n") as u64;
@@ -452,10 +456,12 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            Some(row) => trial_from_row(&row),
-            None => Err(self.lease_failure(trial, token, now).await),
-        }
+        let Some(row) = row else {
+            return Err(self.lease_failure(trial, token, now).await);
+        };
+        let mut record = trial_from_row(&row)?;
+        record.epochs = self.epochs_of(trial).await?;
+        Ok(record)
     }
 
     async fn finish_trial_unleased(
@@ -479,7 +485,11 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => trial_from_row(&row),
+            Some(row) => {
+                let mut record = trial_from_row(&row)?;
+                record.epochs = self.epochs_of(trial).await?;
+                Ok(record)
+            }
             None => {
                 let current = self.get_trial(trial).await?;
                 Err(StoreError::NotRunning {

@@ -97,7 +97,13 @@ async fn study_view(state: &AppState, id: StudyId, with_spec: bool) -> Result<St
     let spec = spec_of(state, &record).await?;
     let counts = state.store().trial_counts(id).await?;
     let best = state.store().best_trial(id).await?;
-    Ok(views::study(&record, &spec, counts, best.as_ref(), with_spec))
+    Ok(views::study(
+        &record,
+        &spec,
+        counts,
+        best.as_ref(),
+        with_spec,
+    ))
 }
 
 pub async fn list_studies(State(state): State<AppState>) -> Result<Json<StudyList>, ApiError> {
@@ -175,9 +181,11 @@ pub async fn best_trial(
     let id = study_id(&id)?;
     let record = state.store().get_study(id).await?;
     let spec = spec_of(&state, &record).await?;
-    let best = state.store().best_trial(id).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("study {id} has no completed trial yet"))
-    })?;
+    let best = state
+        .store()
+        .best_trial(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("study {id} has no completed trial yet")))?;
     let mut config = spec.fixed.clone();
     config.extend(best.params.clone());
     Ok(Json(Best {

@@ -61,9 +61,7 @@ pub async fn ask_trial(
 ) -> Result<Response, ApiError> {
     let id = StudyId(parse_id("study", &id)?);
     let req: AskRequest = parse_json(&body_bytes(&state, body)?)?;
-    let worker = req
-        .worker
-        .map(|w| w.chars().take(200).collect::<String>());
+    let worker = req.worker.map(|w| w.chars().take(200).collect::<String>());
     Ok(match scheduler::ask(&state, id, worker).await? {
         AskOutcome::Leased(answer) => Json(*answer).into_response(),
         AskOutcome::Wait => {
@@ -115,15 +113,19 @@ fn objective_value(
     }
     match metrics.get(metric) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().filter(|x| x.is_finite()).map(Some).ok_or_else(|| {
-            ApiError::invalid(
-                "the objective metric is not a number",
-                vec![Problem::new(
-                    format!("metrics.{metric}"),
-                    format!("expected a finite number, found {v}"),
-                )],
-            )
-        }),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "the objective metric is not a number",
+                    vec![Problem::new(
+                        format!("metrics.{metric}"),
+                        format!("expected a finite number, found {v}"),
+                    )],
+                )
+            }),
     }
 }
 

@@ -1,0 +1,446 @@
+//! Search-space documents: the DESIGN example parses, round-trips, and every
+//! malformed document is refused with the path of each problem.
+
+use tuner_core::{
+    CoreError, Domain, ParamValue, Params, SpecFormat, StudySpec, parse_spec, parse_spec_value,
+};
+
+const DESIGN_EXAMPLE: &str = r#"
+version: 1
+name: fashion-mnist-cnn
+objective: {metric: val_accuracy, direction: maximize}
+trainer: {kind: fashion-mnist-cnn, epochs: 3, validation_split: 0.2}
+budget: {max_trials: 20, parallelism: 2}
+optimizer: {kind: gp, initial_trials: 6, seed: 42}
+pruner: {kind: median, warmup_epochs: 1}
+parameters:
+  conv_activation: {type: categorical, values: [relu, tanh, leaky_relu]}
+  optimizer:       {type: categorical, values: [sgd, adam, rmsprop]}
+  learning_rate:   {type: float, min: 1.0e-4, max: 1.0e-2, log: true}
+  conv1_filters:   {type: int, min: 16, max: 128, step: 16}
+  conv2_filters:   {type: int, min: 32, max: 256, step: 32}
+  kernel_size:     {type: categorical, values: [3, 5]}
+  dense_layers:    {type: int, min: 1, max: 3}
+  dense_units_1:   {type: int, min: 32, max: 256, step: 32, when: {dense_layers: {min: 2}}}
+  dense_activation: {type: categorical, values: [relu, tanh, leaky_relu]}
+  batch_size:      {type: int, min: 32, max: 256, step: 32}
+fixed: {pool_size: 1, pool_stride: 2}
+"#;
+
+fn parse(doc: &str) -> Result<StudySpec, CoreError> {
+    parse_spec(doc, SpecFormat::Yaml)
+}
+
+#[test]
+fn design_example_parses() {
+    let spec = parse(DESIGN_EXAMPLE).expect("the DESIGN example is valid");
+    assert_eq!(spec.parameters.len(), 10);
+    assert_eq!(spec.budget.max_trials, 20);
+    assert_eq!(spec.budget.parallelism, 2);
+    assert_eq!(spec.fixed.get("pool_stride"), Some(&ParamValue::Int(2)));
+    let names: Vec<&str> = spec
+        .parameters
+        .params()
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names[0], "conv_activation", "document order is kept");
+    let units = spec.parameters.get("dense_units_1").unwrap();
+    assert_eq!(units.when.len(), 1);
+    // Parents come before children in dependency order.
+    let order: Vec<&str> = spec
+        .parameters
+        .in_dependency_order()
+        .map(|p| p.name.as_str())
+        .collect();
+    let pos = |n: &str| order.iter().position(|x| *x == n).unwrap();
+    assert!(pos("dense_layers") < pos("dense_units_1"));
+}
+
+#[test]
+fn json_and_yaml_give_the_same_spec() {
+    let yaml = parse(DESIGN_EXAMPLE).unwrap();
+    let json_text = serde_json::to_string(&yaml).unwrap();
+    let json = parse_spec(&json_text, SpecFormat::Json).unwrap();
+    assert_eq!(yaml, json);
+}
+
+#[test]
+fn serialized_spec_round_trips_through_validation() {
+    let spec = parse(DESIGN_EXAMPLE).unwrap();
+    let value = serde_json::to_value(&spec).unwrap();
+    let again = parse_spec_value(&value).unwrap();
+    assert_eq!(spec, again);
+}
+
+#[test]
+fn defaults_fill_optional_sections() {
+    let spec = parse(
+        "version: 1\nname: n\nobjective: {metric: loss, direction: minimize}\nbudget: {max_trials: 3}\nparameters:\n  x: {type: float, min: 0, max: 1}\n",
+    )
+    .unwrap();
+    assert_eq!(spec.budget.parallelism, 1);
+    assert_eq!(spec.budget.max_retries, 2);
+    assert_eq!(spec.optimizer.kind, tuner_core::OptimizerKind::Random);
+    assert_eq!(spec.trainer.kind, tuner_core::TrainerKind::External);
+    assert!(spec.pruner.is_none());
+}
+
+#[test]
+fn decode_respects_steps_logs_and_bounds() {
+    let spec = parse(DESIGN_EXAMPLE).unwrap();
+    let space = &spec.parameters;
+    for i in 0..200 {
+        let u = (i as f64 + 0.5) / 200.0;
+        let params = space.decode_with(|_| u);
+        space.check_params(&params).unwrap();
+        let filters = params["conv1_filters"].as_f64().unwrap();
+        assert_eq!(filters % 16.0, 0.0);
+        let lr = params["learning_rate"].as_f64().unwrap();
+        assert!((1e-4..=1e-2).contains(&lr));
+    }
+    // u = 0.5 on a log scale is the geometric middle.
+    let lr = space.get("learning_rate").unwrap();
+    let ParamValue::Float(mid) = lr.domain.decode(0.5) else {
+        panic!()
+    };
+    assert!((mid - 1e-3).abs() < 1e-12);
+}
+
+#[test]
+fn encode_inverts_decode() {
+    let spec = parse(DESIGN_EXAMPLE).unwrap();
+    for p in spec.parameters.params() {
+        for i in 0..50 {
+            let u = (i as f64 + 0.5) / 50.0;
+            let v = p.domain.decode(u);
+            let back = p.domain.encode(&v).unwrap();
+            assert_eq!(p.domain.decode(back), v, "{} at u={u}", p.name);
+        }
+    }
+}
+
+#[test]
+fn float_steps_do_not_drift() {
+    let d = Domain::Float {
+        min: 0.0,
+        max: 0.9,
+        log: false,
+        step: Some(0.1),
+    };
+    assert_eq!(d.grid_len(), Some(10));
+    assert_eq!(d.grid_value(3), ParamValue::Float(0.3));
+    assert!(d.contains(&ParamValue::Float(0.7)));
+    assert!(!d.contains(&ParamValue::Float(0.75)));
+}
+
+#[test]
+fn conditions_switch_parameters_on_and_off() {
+    let spec = parse(DESIGN_EXAMPLE).unwrap();
+    let space = &spec.parameters;
+    let p = space.get("dense_units_1").unwrap();
+    let mut chosen = Params::new();
+    chosen.insert("dense_layers".into(), ParamValue::Int(1));
+    assert!(!space.is_active(p, &chosen));
+    chosen.insert("dense_layers".into(), ParamValue::Int(2));
+    assert!(space.is_active(p, &chosen));
+}
+
+#[test]
+fn check_params_finds_missing_extra_and_out_of_range() {
+    let spec = parse(DESIGN_EXAMPLE).unwrap();
+    let mut params = spec.parameters.decode_with(|_| 0.1);
+    params.insert("kernel_size".into(), ParamValue::Int(4));
+    params.remove("batch_size");
+    params.insert("bogus".into(), ParamValue::Bool(true));
+    let Err(CoreError::InvalidParams(problems)) = spec.parameters.check_params(&params) else {
+        panic!("expected problems")
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"kernel_size"), "{paths:?}");
+    assert!(paths.contains(&"batch_size"), "{paths:?}");
+    assert!(paths.contains(&"bogus"), "{paths:?}");
+}
+
+#[test]
+fn enumerate_counts_conditional_configs_once() {
+    let spec = parse(
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 3}\nparameters:\n  a: {type: categorical, values: [x, y]}\n  b: {type: int, min: 1, max: 3, when: {a: y}}\n",
+    )
+    .unwrap();
+    // a=x (b inactive) + a=y with b in 1..=3.
+    assert_eq!(spec.parameters.enumerate(100).unwrap().len(), 4);
+}
+
+/// Each malformed document, and a path that must be among the problems reported.
+const MALFORMED: &[(&str, &str, &str)] = &[
+    ("not yaml", "version: 1\nname: [unclosed\n", ""),
+    ("not a map", "- 1\n- 2\n", ""),
+    (
+        "wrong version",
+        "version: 2\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 1}\nparameters: {}\n",
+        "version",
+    ),
+    (
+        "missing version",
+        "name: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 1}\nparameters: {}\n",
+        "version",
+    ),
+    (
+        "missing name",
+        "version: 1\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 1}\nparameters: {}\n",
+        "name",
+    ),
+    (
+        "empty name",
+        "version: 1\nname: ''\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 1}\nparameters: {}\n",
+        "name",
+    ),
+    (
+        "unknown top-level field",
+        "version: 1\nname: n\nobjetive: {}\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 1}\nparameters: {}\n",
+        "objetive",
+    ),
+    (
+        "bad direction",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximise}\nbudget: {max_trials: 1}\nparameters: {}\n",
+        "objective.direction",
+    ),
+    (
+        "missing metric",
+        "version: 1\nname: n\nobjective: {direction: maximize}\nbudget: {max_trials: 1}\nparameters: {}\n",
+        "objective.metric",
+    ),
+    (
+        "zero budget",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 0}\nparameters: {}\n",
+        "budget.max_trials",
+    ),
+    (
+        "negative parallelism",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5, parallelism: -1}\nparameters: {}\n",
+        "budget.parallelism",
+    ),
+    (
+        "absurd budget",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 1000000000}\nparameters: {}\n",
+        "budget.max_trials",
+    ),
+    (
+        "typo in budget",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trial: 5}\nparameters: {}\n",
+        "budget.max_trial",
+    ),
+    (
+        "unknown optimizer",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\noptimizer: {kind: tpe}\nparameters: {}\n",
+        "optimizer.kind",
+    ),
+    (
+        "unknown trainer",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\ntrainer: {kind: resnet}\nparameters: {}\n",
+        "trainer.kind",
+    ),
+    (
+        "bad validation split",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\ntrainer: {kind: external, validation_split: 1.5}\nparameters: {}\n",
+        "trainer.validation_split",
+    ),
+    (
+        "unknown pruner",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\npruner: {kind: hyperband}\nparameters: {}\n",
+        "pruner.kind",
+    ),
+    (
+        "min >= max",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  lr: {type: float, min: 0.1, max: 0.01}\n",
+        "parameters.lr.min",
+    ),
+    (
+        "log with min <= 0",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  lr: {type: float, min: 0, max: 1, log: true}\n",
+        "parameters.lr.min",
+    ),
+    (
+        "int log with min 0",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  units: {type: int, min: 0, max: 100, log: true}\n",
+        "parameters.units.min",
+    ),
+    (
+        "step larger than range",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  f: {type: int, min: 16, max: 32, step: 64}\n",
+        "parameters.f.step",
+    ),
+    (
+        "zero step",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  f: {type: int, min: 16, max: 32, step: 0}\n",
+        "parameters.f.step",
+    ),
+    (
+        "float int bounds",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  f: {type: int, min: 1.5, max: 32}\n",
+        "parameters.f.min",
+    ),
+    (
+        "missing max",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  f: {type: float, min: 1}\n",
+        "parameters.f.max",
+    ),
+    (
+        "unknown type",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  f: {type: double, min: 1, max: 2}\n",
+        "parameters.f.type",
+    ),
+    (
+        "typo in a parameter field",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  f: {type: float, min: 1, max: 2, lgo: true}\n",
+        "parameters.f.lgo",
+    ),
+    (
+        "empty categorical",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  act: {type: categorical, values: []}\n",
+        "parameters.act.values",
+    ),
+    (
+        "duplicate categorical",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  act: {type: categorical, values: [relu, tanh, relu]}\n",
+        "parameters.act.values[2]",
+    ),
+    (
+        "duplicate numeric categorical",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  k: {type: categorical, values: [3, 3.0]}\n",
+        "parameters.k.values[1]",
+    ),
+    (
+        "nested categorical value",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  k: {type: categorical, values: [[1, 2]]}\n",
+        "parameters.k.values[0]",
+    ),
+    (
+        "condition on unknown parameter",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  u: {type: int, min: 1, max: 4, when: {layers: {min: 2}}}\n",
+        "parameters.u.when.layers",
+    ),
+    (
+        "condition on itself",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  u: {type: int, min: 1, max: 4, when: {u: 2}}\n",
+        "parameters.u.when.u",
+    ),
+    (
+        "condition cycle",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  a: {type: int, min: 1, max: 4, when: {b: 2}}\n  b: {type: int, min: 1, max: 4, when: {a: 2}}\n",
+        "parameters.b.when",
+    ),
+    (
+        "condition value impossible",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  opt: {type: categorical, values: [sgd, adam]}\n  momentum: {type: float, min: 0, max: 1, when: {opt: sdg}}\n",
+        "parameters.momentum.when.opt",
+    ),
+    (
+        "range condition on strings",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  opt: {type: categorical, values: [sgd, adam]}\n  momentum: {type: float, min: 0, max: 1, when: {opt: {min: 2}}}\n",
+        "parameters.momentum.when.opt",
+    ),
+    (
+        "bad parameter name",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  '1st layer': {type: int, min: 1, max: 4}\n",
+        "parameters.1st layer",
+    ),
+    (
+        "parameters not a map",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters: [lr, momentum]\n",
+        "parameters",
+    ),
+    (
+        "fixed and tuned",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  lr: {type: float, min: 0.1, max: 1}\nfixed: {lr: 0.5}\n",
+        "fixed.lr",
+    ),
+    (
+        "fixed value is a map",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters: {}\nfixed: {pool: {size: 1}}\n",
+        "fixed.pool",
+    ),
+    (
+        "log with step",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  lr: {type: float, min: 0.001, max: 1, log: true, step: 0.001}\n",
+        "parameters.lr.step",
+    ),
+    (
+        "string bound",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n  lr: {type: float, min: '0.1', max: 1}\n",
+        "parameters.lr.min",
+    ),
+];
+
+#[test]
+fn malformed_documents_name_the_offending_path() {
+    assert!(MALFORMED.len() >= 25);
+    for (what, doc, path) in MALFORMED {
+        match parse(doc) {
+            Ok(_) => panic!("{what}: accepted a malformed document"),
+            Err(CoreError::InvalidSpec(problems)) => {
+                assert!(
+                    problems.iter().any(|p| p.path == *path),
+                    "{what}: expected a problem at `{path}`, got {problems:?}"
+                );
+                assert!(problems.iter().all(|p| !p.message.is_empty()));
+            }
+            Err(other) => panic!("{what}: unexpected error {other}"),
+        }
+    }
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let doc = "version: 3\nname: n\nobjective: {metric: m, direction: up}\nbudget: {max_trials: 0}\nparameters:\n  a: {type: float, min: 2, max: 1}\n  b: {type: categorical, values: []}\n";
+    let Err(CoreError::InvalidSpec(problems)) = parse(doc) else {
+        panic!()
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for want in [
+        "version",
+        "objective.direction",
+        "budget.max_trials",
+        "parameters.a.min",
+        "parameters.b.values",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+}
+
+#[test]
+fn typos_get_a_suggestion() {
+    let doc = "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5, paralelism: 2}\nparameters: {}\n";
+    let Err(CoreError::InvalidSpec(problems)) = parse(doc) else {
+        panic!()
+    };
+    assert!(
+        problems[0].message.contains("did you mean `parallelism`"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn absurd_sizes_are_refused() {
+    let mut doc = String::from(
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\nparameters:\n",
+    );
+    for i in 0..1001 {
+        doc.push_str(&format!("  p{i}: {{type: float, min: 0, max: 1}}\n"));
+    }
+    let Err(CoreError::InvalidSpec(problems)) = parse(&doc) else {
+        panic!()
+    };
+    assert_eq!(problems[0].path, "parameters");
+
+    let values: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
+    let doc = format!(
+        "version: 1\nname: n\nobjective: {{metric: m, direction: maximize}}\nbudget: {{max_trials: 5}}\nparameters:\n  c: {{type: categorical, values: [{}]}}\n",
+        values.join(", ")
+    );
+    let Err(CoreError::InvalidSpec(problems)) = parse(&doc) else {
+        panic!()
+    };
+    assert_eq!(problems[0].path, "parameters.c.values");
+}

@@ -1,0 +1,602 @@
+//! The HTTP API through the router (`app()` + `oneshot`), on a real SQLite file.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tuner_server::{AppState, ServerConfig, app};
+use tuner_store::SqliteStore;
+
+struct TestServer {
+    _dir: tempfile::TempDir,
+    router: Router,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl TestServer {
+    async fn new() -> Self {
+        Self::with_config(ServerConfig::default()).await
+    }
+
+    async fn with_config(config: ServerConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("api.db")).await.unwrap();
+        let router = app(AppState::new(Arc::new(store), config));
+        Self { _dir: dir, router }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body ({status}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> Answer {
+        self.send(
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post_yaml(&self, uri: &str, yaml: &str) -> Answer {
+        self.send(
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/yaml")
+                .body(Body::from(yaml.to_owned()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn create(&self, yaml: &str) -> i64 {
+        let a = self.post_yaml("/studies", yaml).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        a.body["id"].as_i64().unwrap()
+    }
+
+    /// Asks for a trial; returns (trial id, token) or None on 204.
+    async fn ask(&self, study: i64) -> Option<(i64, String)> {
+        let a = self.post(&format!("/studies/{study}/ask"), json!({})).await;
+        match a.status {
+            StatusCode::OK => Some((
+                a.body["trial"]["id"].as_i64().unwrap(),
+                a.body["lease"]["token"].as_str().unwrap().to_owned(),
+            )),
+            StatusCode::NO_CONTENT => None,
+            other => panic!("ask answered {other}: {}", a.body),
+        }
+    }
+
+    async fn complete(&self, trial: i64, token: &str, value: f64) -> Answer {
+        self.post(
+            &format!("/trials/{trial}/complete"),
+            json!({"lease_token": token, "value": value}),
+        )
+        .await
+    }
+}
+
+fn space(max_trials: u32, parallelism: u32, extra: &str) -> String {
+    format!(
+        "version: 1\nname: api-test\nobjective: {{metric: acc, direction: maximize}}\n\
+         budget: {{max_trials: {max_trials}, parallelism: {parallelism}}}\n{extra}\
+         parameters:\n  lr: {{type: float, min: 1.0e-4, max: 1.0e-1, log: true}}\n  \
+         act: {{type: categorical, values: [relu, tanh]}}\nfixed: {{pool_size: 1}}\n"
+    )
+}
+
+fn assert_error(a: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(a.status, status, "{}", a.body);
+    assert_eq!(a.body["error"]["code"], code, "{}", a.body);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn create_get_and_list_studies() {
+    let s = TestServer::new().await;
+    let a = s.post_yaml("/studies", &space(5, 1, "")).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let id = a.body["id"].as_i64().unwrap();
+    assert_eq!(a.headers[header::LOCATION], format!("/studies/{id}"));
+    assert_eq!(a.body["state"], "running");
+    assert_eq!(a.body["spec"]["parameters"]["lr"]["log"], true);
+
+    // The same document as JSON.
+    let doc: Value = serde_yaml_ng::from_str(&space(5, 1, "")).unwrap();
+    let b = s.post("/studies", doc).await;
+    assert_eq!(b.status, StatusCode::CREATED);
+
+    let list = s.get("/studies").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body["studies"].as_array().unwrap().len(), 2);
+    assert!(list.body["studies"][0].get("spec").is_none());
+
+    let one = s.get(&format!("/studies/{id}")).await;
+    assert_eq!(one.body["counts"]["total"], 0);
+    assert_eq!(one.body["max_trials"], 5);
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_error_envelope() {
+    let s = TestServer::with_config(ServerConfig {
+        max_body_bytes: 4_096,
+        ..ServerConfig::default()
+    })
+    .await;
+    let a = s
+        .post_yaml(
+            "/studies",
+            "version: 1\nname: x\nobjective: {metric: m, direction: up}\nbudget: {max_trials: 0}\nparameters:\n  a: {type: float, min: 2, max: 1}\n",
+        )
+        .await;
+    assert_error(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid_search_space");
+    let paths: Vec<&str> = a.body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "objective.direction",
+            "budget.max_trials",
+            "parameters.a.min"
+        ]
+    );
+
+    let gp = s
+        .post_yaml("/studies", &space(5, 1, "optimizer: {kind: gp}\n"))
+        .await;
+    assert_error(
+        &gp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_search_space",
+    );
+    assert_eq!(gp.body["error"]["details"][0]["path"], "optimizer.kind");
+
+    let form = s
+        .send(
+            Request::post("/studies")
+                .header(header::CONTENT_TYPE, "multipart/form-data")
+                .body(Body::from("x"))
+                .unwrap(),
+        )
+        .await;
+    assert_error(
+        &form,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+
+    let big = s.post_yaml("/studies", &"#".repeat(10_000)).await;
+    assert_error(&big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    let binary = s
+        .send(
+            Request::post("/studies")
+                .header(header::CONTENT_TYPE, "application/yaml")
+                .body(Body::from(vec![0xff, 0xfe, 0x00]))
+                .unwrap(),
+        )
+        .await;
+    assert_error(&binary, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+
+    assert_error(
+        &s.get("/studies/999").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &s.get("/studies/abc").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &s.get("/studies/999/trials").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(&s.get("/nowhere").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &s.post("/studies/999/ask", json!({})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &s.send(Request::put("/studies").body(Body::empty()).unwrap())
+            .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    let id = s.create(&space(5, 1, "")).await;
+    let typo = s
+        .post(&format!("/studies/{id}/ask"), json!({"wroker": "w1"}))
+        .await;
+    assert_error(&typo, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let filter = s.get(&format!("/studies/{id}/trials?state=done")).await;
+    assert_error(&filter, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let no_best = s.get(&format!("/studies/{id}/best")).await;
+    assert_error(&no_best, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn ask_report_complete_and_best() {
+    let s = TestServer::new().await;
+    let id = s
+        .create(&space(3, 1, "trainer: {kind: external, epochs: 2}\n"))
+        .await;
+    let a = s
+        .post(&format!("/studies/{id}/ask"), json!({"worker": "w1"}))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let trial = a.body["trial"]["id"].as_i64().unwrap();
+    let token = a.body["lease"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(a.body["trial"]["number"], 0);
+    assert_eq!(a.body["trial"]["attempt"], 1);
+    assert_eq!(a.body["trial"]["config"]["pool_size"], 1);
+    assert_eq!(a.body["trial"]["trainer"]["epochs"], 2);
+    assert_eq!(a.body["trial"]["objective"]["metric"], "acc");
+    assert!(
+        a.body["lease"]["expires_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+
+    let hb = s
+        .post(
+            &format!("/trials/{trial}/heartbeat"),
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_eq!(hb.status, StatusCode::OK, "{}", hb.body);
+    // The token may also come in a header.
+    let hb = s
+        .send(
+            Request::post(format!("/trials/{trial}/heartbeat"))
+                .header("x-lease-token", &token)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(hb.status, StatusCode::OK, "{}", hb.body);
+
+    let wrong = s
+        .post(
+            &format!("/trials/{trial}/report"),
+            json!({"lease_token": "nope", "epoch": 1, "metrics": {"acc": 0.5}}),
+        )
+        .await;
+    assert_error(&wrong, StatusCode::FORBIDDEN, "lease_mismatch");
+    let missing = s
+        .post(&format!("/trials/{trial}/complete"), json!({"value": 0.5}))
+        .await;
+    assert_error(
+        &missing,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    let novalue = s
+        .post(
+            &format!("/trials/{trial}/complete"),
+            json!({"lease_token": token, "metrics": {"loss": 0.1}}),
+        )
+        .await;
+    assert_error(
+        &novalue,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    assert_eq!(novalue.body["error"]["details"][0]["path"], "value");
+    let notnum = s
+        .post(
+            &format!("/trials/{trial}/complete"),
+            json!({"lease_token": token, "metrics": {"acc": "high"}}),
+        )
+        .await;
+    assert_eq!(notnum.body["error"]["details"][0]["path"], "metrics.acc");
+
+    let rep = s
+        .post(
+            &format!("/trials/{trial}/report"),
+            json!({"lease_token": token, "epoch": 1, "metrics": {"acc": 0.5, "loss": 1.2}}),
+        )
+        .await;
+    assert_eq!(rep.status, StatusCode::OK, "{}", rep.body);
+    assert_eq!(rep.body["action"], "continue");
+
+    let done = s
+        .post(
+            &format!("/trials/{trial}/complete"),
+            json!({"lease_token": token, "metrics": {"acc": 0.75, "confusion": [[1, 0], [0, 1]]}}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.body["state"], "completed");
+    assert_eq!(done.body["value"], 0.75);
+    assert_eq!(done.body["intermediate"][0]["value"], 0.5);
+
+    let again = s.complete(trial, &token, 0.9).await;
+    assert_error(&again, StatusCode::CONFLICT, "trial_not_running");
+
+    let best = s.get(&format!("/studies/{id}/best")).await;
+    assert_eq!(best.status, StatusCode::OK);
+    assert_eq!(best.body["trial"]["value"], 0.75);
+    assert_eq!(best.body["config"]["pool_size"], 1);
+    assert!(best.body["config"]["lr"].is_number());
+
+    let trials = s.get(&format!("/studies/{id}/trials")).await;
+    let t = &trials.body["trials"][0];
+    assert_eq!(t["worker"], "w1");
+    assert_eq!(t["metrics"]["confusion"][1][1], 1);
+    let filtered = s.get(&format!("/studies/{id}/trials?state=running")).await;
+    assert!(filtered.body["trials"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn budget_and_parallelism_are_global() {
+    let s = TestServer::new().await;
+    let id = s.create(&space(3, 2, "")).await;
+    let (t1, k1) = s.ask(id).await.unwrap();
+    let (t2, k2) = s.ask(id).await.unwrap();
+    // Parallelism 2: a third worker is told to come back.
+    let a = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(a.headers[header::RETRY_AFTER], "1");
+    s.complete(t1, &k1, 0.1).await;
+    let (t3, k3) = s.ask(id).await.unwrap();
+    // Budget spent (3), two in flight: wait.
+    let a = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert!(a.headers.contains_key(header::RETRY_AFTER));
+    s.complete(t2, &k2, 0.2).await;
+    s.complete(t3, &k3, 0.3).await;
+    // All done: a plain 204, and the study is completed.
+    let a = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert!(!a.headers.contains_key(header::RETRY_AFTER));
+    let study = s.get(&format!("/studies/{id}")).await;
+    assert_eq!(study.body["state"], "completed");
+    assert_eq!(study.body["counts"]["completed"], 3);
+    assert_eq!(study.body["best"]["value"], 0.3);
+}
+
+#[tokio::test]
+async fn a_finite_space_is_never_repeated_and_says_when_exhausted() {
+    let s = TestServer::new().await;
+    let id = s
+        .create(
+            "version: 1\nname: tiny\nobjective: {metric: acc, direction: maximize}\nbudget: {max_trials: 10, parallelism: 10}\nparameters:\n  k: {type: categorical, values: [3, 5]}\n",
+        )
+        .await;
+    let (t1, k1) = s.ask(id).await.unwrap();
+    let (t2, k2) = s.ask(id).await.unwrap();
+    assert!(s.ask(id).await.is_none());
+    s.complete(t1, &k1, 0.5).await;
+    s.complete(t2, &k2, 0.6).await;
+    assert!(s.ask(id).await.is_none());
+    let study = s.get(&format!("/studies/{id}")).await;
+    assert_eq!(study.body["state"], "completed");
+    assert!(
+        study.body["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("exhausted"),
+        "{}",
+        study.body
+    );
+    let trials = s.get(&format!("/studies/{id}/trials")).await;
+    let ks: Vec<&Value> = trials.body["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["params"]["k"])
+        .collect();
+    assert_ne!(ks[0], ks[1]);
+}
+
+#[tokio::test]
+async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
+    let s = TestServer::with_config(ServerConfig {
+        lease: Duration::from_millis(150),
+        ..ServerConfig::default()
+    })
+    .await;
+    let id = s
+        .create(&space(5, 1, "").replace(
+            "parallelism: 1}",
+            "parallelism: 1, max_retries: 1, max_consecutive_failures: 2}",
+        ))
+        .await;
+    let first = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    let trial = first.body["trial"]["id"].as_i64().unwrap();
+    let params = first.body["trial"]["params"].clone();
+    let old_token = first.body["lease"]["token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The expired trial is handed out again: same trial, same params, attempt 2.
+    let second = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    assert_eq!(second.body["trial"]["id"], trial);
+    assert_eq!(second.body["trial"]["params"], params);
+    assert_eq!(second.body["trial"]["attempt"], 2);
+    let late = s.complete(trial, &old_token, 0.9).await;
+    assert_error(&late, StatusCode::FORBIDDEN, "lease_mismatch");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Out of retries: failed with the reason; a new trial takes its place.
+    let (next, token) = s.ask(id).await.unwrap();
+    assert_ne!(next, trial);
+    let t = s.get(&format!("/trials/{trial}")).await;
+    assert_eq!(t.body["state"], "failed");
+    assert!(
+        t.body["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("lease expired")
+    );
+
+    // A second failure in a row trips max_consecutive_failures = 2.
+    let f = s
+        .post(
+            &format!("/trials/{next}/fail"),
+            json!({"lease_token": token, "reason": "CUDA on fire"}),
+        )
+        .await;
+    assert_eq!(f.status, StatusCode::OK, "{}", f.body);
+    assert_eq!(f.body["failure_reason"], "CUDA on fire");
+    let study = s.get(&format!("/studies/{id}")).await;
+    assert_eq!(study.body["state"], "failed", "{}", study.body);
+    assert!(s.ask(id).await.is_none());
+}
+
+#[tokio::test]
+async fn stop_pause_resume_and_delete() {
+    let s = TestServer::new().await;
+    let id = s.create(&space(5, 2, "")).await;
+    let (trial, token) = s.ask(id).await.unwrap();
+
+    let p = s.post(&format!("/studies/{id}/pause"), json!({})).await;
+    assert_eq!(p.body["state"], "paused");
+    let a = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert!(a.headers.contains_key(header::RETRY_AFTER));
+    let r = s.post(&format!("/studies/{id}/resume"), json!({})).await;
+    assert_eq!(r.body["state"], "running");
+
+    let stop = s.post(&format!("/studies/{id}/stop"), json!({})).await;
+    assert_eq!(stop.body["state"], "stopped");
+    let a = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert!(!a.headers.contains_key(header::RETRY_AFTER));
+    // The running trial is told to stop, and may still complete.
+    let rep = s
+        .post(
+            &format!("/trials/{trial}/report"),
+            json!({"lease_token": token, "epoch": 1, "value": 0.4}),
+        )
+        .await;
+    assert_eq!(rep.body["action"], "stop");
+    assert_eq!(s.complete(trial, &token, 0.4).await.status, StatusCode::OK);
+    let again = s.post(&format!("/studies/{id}/pause"), json!({})).await;
+    assert_error(&again, StatusCode::CONFLICT, "invalid_study_state");
+
+    let del = s
+        .send(
+            Request::delete(format!("/studies/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    assert_error(
+        &s.get(&format!("/studies/{id}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &s.get(&format!("/trials/{trial}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn the_median_rule_prunes_trials_behind_the_median() {
+    let s = TestServer::new().await;
+    let id = s
+        .create(&space(
+            5,
+            2,
+            "pruner: {kind: median, warmup_epochs: 1, min_trials: 1}\n",
+        ))
+        .await;
+    let (a, ka) = s.ask(id).await.unwrap();
+    for (epoch, v) in [(1, 0.5), (2, 0.7)] {
+        let r = s
+            .post(
+                &format!("/trials/{a}/report"),
+                json!({"lease_token": ka, "epoch": epoch, "metrics": {"acc": v}}),
+            )
+            .await;
+        assert_eq!(r.body["action"], "continue");
+    }
+    s.complete(a, &ka, 0.8).await;
+
+    let (b, kb) = s.ask(id).await.unwrap();
+    // Epoch 1 is warm-up: never pruned, however bad.
+    let r = s
+        .post(
+            &format!("/trials/{b}/report"),
+            json!({"lease_token": kb, "epoch": 1, "value": 0.1}),
+        )
+        .await;
+    assert_eq!(r.body["action"], "continue");
+    let r = s
+        .post(
+            &format!("/trials/{b}/report"),
+            json!({"lease_token": kb, "epoch": 2, "value": 0.6}),
+        )
+        .await;
+    assert_eq!(r.body["action"], "stop", "{}", r.body);
+    let t = s.get(&format!("/trials/{b}")).await;
+    assert_eq!(t.body["state"], "pruned");
+    assert_eq!(t.body["value"], 0.6);
+    // A pruned trial is finished: the worker cannot complete it any more.
+    assert_error(
+        &s.complete(b, &kb, 0.9).await,
+        StatusCode::CONFLICT,
+        "trial_not_running",
+    );
+
+    let (c, kc) = s.ask(id).await.unwrap();
+    let r = s
+        .post(
+            &format!("/trials/{c}/report"),
+            json!({"lease_token": kc, "epoch": 2, "value": 0.75}),
+        )
+        .await;
+    assert_eq!(
+        r.body["action"], "continue",
+        "above the median (0.65) goes on"
+    );
+}
