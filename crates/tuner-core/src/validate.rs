@@ -832,7 +832,9 @@ impl Validator {
                         } else {
                             self.err(
                                 &path,
-                                format!("`{parent}` is not numeric; use a value or a list of values"),
+                                format!(
+                                    "`{parent}` is not numeric; use a value or a list of values"
+                                ),
                             );
                             None
                         }
