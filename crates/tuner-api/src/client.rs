@@ -1,5 +1,7 @@
 //! A typed client for the tuner HTTP API.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 use tuner_core::{StudyId, TrialId};
@@ -9,6 +11,17 @@ use crate::{
     HeartbeatRequest, HeartbeatResponse, ReportRequest, ReportResponse, Study, StudyList, Trial,
     TrialList,
 };
+
+/// What `ask` got.
+#[derive(Debug)]
+pub enum AskAnswer {
+    Leased(Box<AskResponse>),
+    /// Nothing to hand out now (parallelism limit, paused, trials in flight that may
+    /// be re-queued): ask again after this long.
+    Wait(Duration),
+    /// The study will hand out nothing more.
+    Done,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -94,18 +107,7 @@ impl ApiClient {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(connect)?.to_vec();
         if status.is_client_error() || status.is_server_error() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => ClientError::Api {
-                    status: status.as_u16(),
-                    code: body.error.code,
-                    message: body.error.message,
-                    details: body.error.details,
-                },
-                Err(_) => ClientError::Unexpected {
-                    status: status.as_u16(),
-                    body: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-            });
+            return Err(error_from(status, &bytes));
         }
         Ok((status, bytes))
     }
@@ -178,24 +180,40 @@ impl ApiClient {
             .map(|_| ())
     }
 
-    /// Leases the next trial; `None` when the study has nothing left to hand out.
-    pub async fn ask(
-        &self,
-        id: StudyId,
-        req: &AskRequest,
-    ) -> Result<Option<AskResponse>, ClientError> {
+    /// Leases the next trial of a study.
+    pub async fn ask(&self, id: StudyId, req: &AskRequest) -> Result<AskAnswer, ClientError> {
         let body = serde_json::to_vec(req).unwrap_or_default();
-        let (status, bytes) = self
-            .send(
-                Method::POST,
-                &format!("/studies/{id}/ask"),
-                Some((body, "application/json")),
-            )
-            .await?;
-        if status == StatusCode::NO_CONTENT {
-            return Ok(None);
+        let url = format!("{}/studies/{id}/ask", self.base);
+        let connect = |source| ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        };
+        let resp = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(connect)?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            // 204 with Retry-After: nothing now, ask again; plain 204: the study is done.
+            let retry = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            return Ok(match retry {
+                Some(secs) => AskAnswer::Wait(Duration::from_secs_f64(secs.clamp(0.0, 3600.0))),
+                None => AskAnswer::Done,
+            });
         }
-        decode(status, &bytes).map(Some)
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(connect)?;
+        if !status.is_success() {
+            return Err(error_from(status, &bytes));
+        }
+        decode(status, &bytes).map(|a| AskAnswer::Leased(Box::new(a)))
     }
 
     pub async fn heartbeat(
@@ -236,6 +254,21 @@ impl ApiClient {
     pub async fn fail(&self, trial: TrialId, req: &FailRequest) -> Result<Trial, ClientError> {
         self.json(Method::POST, &format!("/trials/{trial}/fail"), Some(req))
             .await
+    }
+}
+
+fn error_from(status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api {
+            status: status.as_u16(),
+            code: body.error.code,
+            message: body.error.message,
+            details: body.error.details,
+        },
+        Err(_) => ClientError::Unexpected {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(bytes).into_owned(),
+        },
     }
 }
 

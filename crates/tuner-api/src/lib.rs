@@ -8,7 +8,7 @@
 mod client;
 
 #[cfg(feature = "client")]
-pub use client::{ApiClient, ClientError, DocFormat};
+pub use client::{ApiClient, AskAnswer, ClientError, DocFormat};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -1,0 +1,371 @@
+//! End to end: the real `tuner-cli` binary serving on loopback, driven by concurrent
+//! HTTP workers, killed and restarted, and used through its client commands.
+
+use std::{
+    collections::HashSet,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use tuner_api::{ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat, ReportRequest};
+use tuner_core::{StudyId, StudyState, TrialState, config_key};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tuner-cli");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A `tuner-cli serve` process on an ephemeral loopback port.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(db: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tuner-cli serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server says where it listens");
+        Self { child, url }
+    }
+
+    fn client(&self) -> ApiClient {
+        ApiClient::new(&self.url)
+    }
+
+    fn kill(mut self) {
+        // SIGKILL: no graceful shutdown, as in a crash.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(server: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .output()
+        .expect("tuner-cli runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn space(max_trials: u32, parallelism: u32) -> String {
+    format!(
+        "version: 1\nname: e2e\nobjective: {{metric: score, direction: maximize}}\n\
+         budget: {{max_trials: {max_trials}, parallelism: {parallelism}}}\n\
+         parameters:\n  x: {{type: float, min: -2.0, max: 2.0}}\n  \
+         n: {{type: int, min: 1, max: 64, log: true}}\n  \
+         act: {{type: categorical, values: [relu, tanh, gelu]}}\nfixed: {{epochs: 1}}\n"
+    )
+}
+
+/// A worker: ask → report → complete until the study is done.
+async fn worker(client: ApiClient, study: StudyId, name: String) -> u32 {
+    let mut done = 0;
+    loop {
+        let req = AskRequest {
+            worker: Some(name.clone()),
+        };
+        match client.ask(study, &req).await.unwrap() {
+            AskAnswer::Done => return done,
+            AskAnswer::Wait(d) => tokio::time::sleep(d.min(Duration::from_millis(50))).await,
+            AskAnswer::Leased(a) => {
+                let x = a.trial.params["x"].as_f64().unwrap();
+                let token = Some(a.lease.token.clone());
+                client
+                    .report(
+                        a.trial.id,
+                        &ReportRequest {
+                            lease_token: token.clone(),
+                            epoch: 1,
+                            value: Some(-x * x),
+                            metrics: Default::default(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                client
+                    .complete(
+                        a.trial.id,
+                        &CompleteRequest {
+                            lease_token: token,
+                            value: Some(-x * x),
+                            metrics: Default::default(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                done += 1;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_workers_spend_the_budget_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("e2e.db"), &[]);
+    let client = server.client();
+    let study = client
+        .create_study(&space(120, 16), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let handles: Vec<_> = (0..16)
+        .map(|i| tokio::spawn(worker(client.clone(), study.id, format!("w{i}"))))
+        .collect();
+    let mut per_worker = Vec::new();
+    for h in handles {
+        per_worker.push(h.await.unwrap());
+    }
+    assert_eq!(per_worker.iter().sum::<u32>(), 120, "{per_worker:?}");
+
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    assert_eq!(trials.len(), 120);
+    let numbers: Vec<u64> = trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (0..120).collect::<Vec<u64>>(), "dense from 0");
+    assert!(trials.iter().all(|t| t.state == TrialState::Completed));
+    let distinct: HashSet<String> = trials.iter().map(|t| config_key(&t.params)).collect();
+    assert_eq!(distinct.len(), 120, "no configuration handed out twice");
+    let study = client.get_study(study.id).await.unwrap();
+    assert_eq!(study.state, StudyState::Completed);
+    assert_eq!(study.counts.completed, 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_restarts_with_every_trial_and_lease_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let server = Server::start(&db, &[]);
+    let client = server.client();
+    let study = client
+        .create_study(&space(4, 2), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let lease = |a: AskAnswer| match a {
+        AskAnswer::Leased(a) => a,
+        other => panic!("expected a trial, got {other:?}"),
+    };
+    let first = lease(client.ask(study.id, &AskRequest::default()).await.unwrap());
+    let second = lease(client.ask(study.id, &AskRequest::default()).await.unwrap());
+    let complete = |token: &str, v: f64| CompleteRequest {
+        lease_token: Some(token.to_owned()),
+        value: Some(v),
+        metrics: Default::default(),
+    };
+    client
+        .complete(first.trial.id, &complete(&first.lease.token, 0.5))
+        .await
+        .unwrap();
+    server.kill();
+
+    let server = Server::start(&db, &[]);
+    let client = server.client();
+    // The worker holding the second trial finishes it with its old lease.
+    client
+        .complete(second.trial.id, &complete(&second.lease.token, 0.7))
+        .await
+        .unwrap();
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    assert_eq!(trials.len(), 2);
+    assert!(trials.iter().all(|t| t.state == TrialState::Completed));
+    assert_eq!(trials[0].value, Some(0.5));
+    // The study goes on where it was: the next trial is number 2.
+    let third = lease(client.ask(study.id, &AskRequest::default()).await.unwrap());
+    assert_eq!(third.trial.number, 2);
+}
+
+#[test]
+fn client_commands_create_list_and_export_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("cli.db"), &[]);
+    let file = dir.path().join("space.yaml");
+    std::fs::write(&file, space(3, 1)).unwrap();
+
+    let out = cli(&server.url, &["create", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id: i64 = stdout(&out).trim().parse().expect("create prints the id");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(worker(server.client(), StudyId(id), "w".into()));
+
+    let studies = cli(&server.url, &["studies"]);
+    assert!(stdout(&studies).contains("e2e"), "{}", stdout(&studies));
+    let table = cli(&server.url, &["trials", &id.to_string()]);
+    assert!(stdout(&table).contains("completed"), "{}", stdout(&table));
+    assert_eq!(
+        stdout(&table).lines().count(),
+        5,
+        "header, 3 trials, summary"
+    );
+    let json = cli(&server.url, &["trials", &id.to_string(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["trials"].as_array().unwrap().len(), 3);
+
+    let best = cli(&server.url, &["best", &id.to_string(), "--format", "json"]);
+    assert!(best.status.success(), "{}", stderr(&best));
+    let config: serde_json::Value = serde_json::from_slice(&best.stdout).unwrap();
+    let obj = config.as_object().expect("one JSON object");
+    assert!(obj.contains_key("x") && obj.contains_key("act"));
+    assert_eq!(obj["epochs"], 1, "fixed values are part of the config");
+    let best_x = obj["x"].as_f64().unwrap();
+    let all_x: Vec<f64> = v["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["params"]["x"].as_f64().unwrap())
+        .collect();
+    assert!(
+        all_x.iter().all(|x| best_x.abs() <= x.abs()),
+        "the winner has the best score"
+    );
+
+    let yaml_file = dir.path().join("best.yaml");
+    let out = cli(
+        &server.url,
+        &[
+            "best",
+            &id.to_string(),
+            "--format",
+            "yaml",
+            "-o",
+            yaml_file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let yaml: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&yaml_file).unwrap()).unwrap();
+    assert_eq!(yaml, config);
+}
+
+#[test]
+fn client_commands_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: 1\nname: x\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 0}\nparameters:\n  lr: {type: float, min: 1, max: 0}\n",
+    )
+    .unwrap();
+    let out = cli("http://127.0.0.1:9", &["validate", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("budget.max_trials") && err.contains("parameters.lr.min"),
+        "{err}"
+    );
+
+    // No server there: says where it tried.
+    let out = cli("http://127.0.0.1:9", &["studies"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot reach the tuner server at http://127.0.0.1:9"),
+        "{}",
+        stderr(&out)
+    );
+
+    let server = Server::start(&dir.path().join("e.db"), &[]);
+    let out = cli(&server.url, &["create", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("parameters.lr.min"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&server.url, &["trials", "42"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("study 42 not found"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&server.url, &["create", "/nonexistent.yaml"]);
+    assert!(
+        stderr(&out).contains("cannot read /nonexistent.yaml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn every_shipped_search_space_is_valid() {
+    let dir = repo_root().join("search-spaces");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = cli("http://127.0.0.1:9", &["validate", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        n += 1;
+    }
+    assert!(n >= 1);
+}
+
+#[test]
+fn the_python_worker_from_the_readme_drives_a_study() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 not installed; skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("py.db"), &[]);
+    let space = repo_root().join("search-spaces/external-branin.yaml");
+    let out = cli(&server.url, &["create", space.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let workers: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new("python3")
+                .arg(repo_root().join("examples/python_worker.py"))
+                .env("TUNER_SERVER", &server.url)
+                .env("STUDY", &id)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut w in workers {
+        assert!(w.wait().unwrap().success());
+    }
+    let json = cli(&server.url, &["study", &id, "--json"]);
+    let study: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(study["state"], "completed", "{study}");
+    assert_eq!(study["counts"]["completed"], 30);
+    assert!(study["best"]["value"].as_f64().unwrap() < 10.0);
+}
