@@ -7,9 +7,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use tuner_core::{StudyId, TrialId};
 
 use crate::{
-    AskRequest, AskResponse, Best, CompleteRequest, ErrorBody, ErrorDetail, FailRequest,
-    HeartbeatRequest, HeartbeatResponse, ReportRequest, ReportResponse, Study, StudyList, Trial,
-    TrialList,
+    AskAnyRequest, AskRequest, AskResponse, Best, CompleteRequest, ErrorBody, ErrorDetail,
+    FailRequest, HeartbeatRequest, HeartbeatResponse, ReleaseRequest, ReportRequest,
+    ReportResponse, Study, StudyList, Trial, TrialList,
 };
 
 /// What `ask` got.
@@ -183,7 +183,17 @@ impl ApiClient {
     /// Leases the next trial of a study.
     pub async fn ask(&self, id: StudyId, req: &AskRequest) -> Result<AskAnswer, ClientError> {
         let body = serde_json::to_vec(req).unwrap_or_default();
-        let url = format!("{}/studies/{id}/ask", self.base);
+        self.ask_at(format!("{}/studies/{id}/ask", self.base), body)
+            .await
+    }
+
+    /// Leases the next trial of any running study (optionally of one trainer kind).
+    pub async fn ask_any(&self, req: &AskAnyRequest) -> Result<AskAnswer, ClientError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        self.ask_at(format!("{}/ask", self.base), body).await
+    }
+
+    async fn ask_at(&self, url: String, body: Vec<u8>) -> Result<AskAnswer, ClientError> {
         let connect = |source| ClientError::Connect {
             url: self.base.clone(),
             source,
@@ -249,6 +259,20 @@ impl ApiClient {
             Some(req),
         )
         .await
+    }
+
+    pub async fn release(
+        &self,
+        trial: TrialId,
+        req: &ReleaseRequest,
+    ) -> Result<Trial, ClientError> {
+        self.json(Method::POST, &format!("/trials/{trial}/release"), Some(req))
+            .await
+    }
+
+    pub async fn get_trial(&self, trial: TrialId) -> Result<Trial, ClientError> {
+        self.json(Method::GET, &format!("/trials/{trial}"), None::<&()>)
+            .await
     }
 
     pub async fn fail(&self, trial: TrialId, req: &FailRequest) -> Result<Trial, ClientError> {

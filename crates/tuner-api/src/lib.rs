@@ -152,6 +152,17 @@ pub struct AskRequest {
     pub worker: Option<String>,
 }
 
+/// `POST /ask` body: lease a trial from any running study (built-in worker pools).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskAnyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Only studies with this trainer kind (e.g. `fashion-mnist-cnn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<String>,
+}
+
 /// `POST /studies/{id}/ask` answer: a trial and the lease on it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AskResponse {
@@ -236,6 +247,14 @@ pub struct CompleteRequest {
     pub value: Option<f64>,
     #[serde(default)]
     pub metrics: Map<String, Value>,
+}
+
+/// Body of `POST /trials/{id}/release`: give the trial back to the queue.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
 }
 
 /// Body of `POST /trials/{id}/fail`.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use rand::Rng;
 use tuner_api::{AskResponse, Lease, LeasedTrial, ReportAction};
 use tuner_core::{
-    Direction, OptimizerKind, Params, PrunerKind, StudyId, StudySpec, StudyState, TrialId,
-    TrialState, parse_spec_value,
+    Direction, OptimizerKind, Params, PrunerKind, StudyId, StudySpec, StudyState, TrainerKind,
+    TrialId, TrialState, parse_spec_value,
 };
 use tuner_optim::{Observation, OptimError, Outcome, RandomSampler, Sampler, SuggestContext};
 use tuner_store::{Finish, LeaseGrant, StudyRecord, TrialRecord};
@@ -182,6 +182,32 @@ pub async fn ask(
             Ok(AskOutcome::Done)
         }
     }
+}
+
+/// Leases a trial from the oldest running study (of `trainer` kind, if given) that
+/// has one to hand out. Never `Done`: a worker pool outlives any one study.
+pub async fn ask_any(
+    state: &AppState,
+    trainer: Option<TrainerKind>,
+    worker: Option<String>,
+) -> Result<AskOutcome, ApiError> {
+    for record in state.store().list_studies().await? {
+        if record.state != StudyState::Running {
+            continue;
+        }
+        let spec = spec_of(state, &record).await?;
+        if trainer.is_some_and(|kind| spec.trainer.kind != kind) {
+            continue;
+        }
+        match ask(state, record.id, worker.clone()).await {
+            Ok(AskOutcome::Leased(answer)) => return Ok(AskOutcome::Leased(answer)),
+            Ok(_) => {}
+            // Deleted between listing and asking.
+            Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(AskOutcome::Wait)
 }
 
 fn observation(t: &TrialRecord) -> Observation {

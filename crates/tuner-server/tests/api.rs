@@ -600,3 +600,63 @@ async fn the_median_rule_prunes_trials_behind_the_median() {
         "above the median (0.65) goes on"
     );
 }
+
+#[tokio::test]
+async fn worker_pools_ask_any_study_and_release_trials_on_shutdown() {
+    let s = TestServer::new().await;
+    // Nothing to do yet: a pool is told to wait, never that it is done.
+    let idle = s.post("/ask", json!({"worker": "pool-1"})).await;
+    assert_eq!(idle.status, StatusCode::NO_CONTENT);
+    assert!(idle.headers.contains_key(header::RETRY_AFTER));
+
+    let external = s.create(&space(2, 1, "")).await;
+    let builtin = s
+        .create(&space(
+            2,
+            1,
+            "trainer: {kind: fashion-mnist-cnn, epochs: 1}\n",
+        ))
+        .await;
+    let a = s
+        .post(
+            "/ask",
+            json!({"worker": "pool-1", "trainer": "fashion-mnist-cnn"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["trial"]["study_id"], builtin);
+    let trial = a.body["trial"]["id"].as_i64().unwrap();
+    let token = a.body["lease"]["token"].as_str().unwrap().to_owned();
+    // Parallelism 1 on the built-in study: nothing more of that kind.
+    let none = s
+        .post("/ask", json!({"trainer": "fashion-mnist-cnn"}))
+        .await;
+    assert_eq!(none.status, StatusCode::NO_CONTENT);
+    let any = s.post("/ask", json!({})).await;
+    assert_eq!(any.body["trial"]["study_id"], external);
+    let bad = s.post("/ask", json!({"trainer": "resnet"})).await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+
+    // A worker shutting down gives its trial back without using up a retry.
+    let r = s
+        .post(
+            &format!("/trials/{trial}/release"),
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["state"], "pending");
+    assert_eq!(r.body["attempts"], 0);
+    let again = s
+        .post("/ask", json!({"trainer": "fashion-mnist-cnn"}))
+        .await;
+    assert_eq!(again.body["trial"]["id"], trial);
+    assert_eq!(again.body["trial"]["attempt"], 1);
+    let old = s
+        .post(
+            &format!("/trials/{trial}/release"),
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_error(&old, StatusCode::FORBIDDEN, "lease_mismatch");
+}

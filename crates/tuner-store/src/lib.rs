@@ -85,6 +85,9 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         finish: Finish,
     ) -> Result<TrialRecord>;
+    /// Gives a running trial back to the queue for its lease holder (a worker shutting
+    /// down); the attempt does not count against the retries.
+    async fn release_trial(&self, trial: TrialId, token: &str, now: i64) -> Result<TrialRecord>;
     /// Finishes a running trial on the server's own authority (e.g. the pruner).
     async fn finish_trial_unleased(
         &self,

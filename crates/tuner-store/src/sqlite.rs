@@ -464,6 +464,24 @@ impl Store for SqliteStore {
         Ok(record)
     }
 
+    async fn release_trial(&self, trial: TrialId, token: &str, now: i64) -> Result<TrialRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE trials SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, \
+                 worker = NULL, started_at = NULL, attempts = MAX(attempts - 1, 0) \
+             WHERE id = ? AND state = 'running' AND lease_token = ? AND lease_expires_at >= ? \
+             RETURNING {TRIAL_COLUMNS}"
+        ))
+        .bind(trial.0)
+        .bind(token)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => trial_from_row(&row),
+            None => Err(self.lease_failure(trial, token, now).await),
+        }
+    }
+
     async fn finish_trial_unleased(
         &self,
         trial: TrialId,

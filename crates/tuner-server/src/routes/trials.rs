@@ -7,10 +7,10 @@ use axum::{
 };
 use serde_json::{Map, Value};
 use tuner_api::{
-    AskRequest, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
-    LEASE_TOKEN_HEADER, ReportRequest, ReportResponse, Trial,
+    AskAnyRequest, AskRequest, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
+    LEASE_TOKEN_HEADER, ReleaseRequest, ReportRequest, ReportResponse, Trial,
 };
-use tuner_core::{Problem, StudyId, TrialId, TrialState};
+use tuner_core::{Problem, StudyId, TrainerKind, TrialId, TrialState};
 use tuner_store::Finish;
 
 use super::{body_bytes, parse_id, parse_json};
@@ -62,7 +62,39 @@ pub async fn ask_trial(
     let id = StudyId(parse_id("study", &id)?);
     let req: AskRequest = parse_json(&body_bytes(&state, body)?)?;
     let worker = req.worker.map(|w| w.chars().take(200).collect::<String>());
-    Ok(match scheduler::ask(&state, id, worker).await? {
+    Ok(ask_response(scheduler::ask(&state, id, worker).await?))
+}
+
+/// `POST /ask`: a trial from any running study, for pools of built-in workers.
+pub async fn ask_any_trial(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: AskAnyRequest = parse_json(&body_bytes(&state, body)?)?;
+    let trainer = req
+        .trainer
+        .map(|t| {
+            serde_json::from_value::<TrainerKind>(Value::String(t.clone())).map_err(|_| {
+                ApiError::invalid(
+                    "unknown trainer",
+                    vec![Problem::new(
+                        "trainer",
+                        format!(
+                            "unknown trainer kind `{t}`; expected fashion-mnist-cnn or external"
+                        ),
+                    )],
+                )
+            })
+        })
+        .transpose()?;
+    let worker = req.worker.map(|w| w.chars().take(200).collect::<String>());
+    Ok(ask_response(
+        scheduler::ask_any(&state, trainer, worker).await?,
+    ))
+}
+
+fn ask_response(outcome: AskOutcome) -> Response {
+    match outcome {
         AskOutcome::Leased(answer) => Json(*answer).into_response(),
         AskOutcome::Wait => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -73,7 +105,7 @@ pub async fn ask_trial(
             resp
         }
         AskOutcome::Done => StatusCode::NO_CONTENT.into_response(),
-    })
+    }
 }
 
 pub async fn get_trial(
@@ -236,5 +268,22 @@ pub async fn fail_trial(
         .await?;
     tracing::warn!(trial = %id, %reason, "trial failed");
     scheduler::settle(&state, trial.study_id).await?;
+    Ok(Json(views::trial(&trial)))
+}
+
+pub async fn release_trial(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Trial>, ApiError> {
+    let id = trial_id(&id)?;
+    let req: ReleaseRequest = parse_json(&body_bytes(&state, body)?)?;
+    let token = lease_token(&headers, req.lease_token)?;
+    let trial = state
+        .store()
+        .release_trial(id, &token, views::now_ms())
+        .await?;
+    tracing::info!(trial = %id, "trial released back to the queue");
     Ok(Json(views::trial(&trial)))
 }
