@@ -1,0 +1,305 @@
+//! The worker loop against a real server on loopback, with scripted trainers.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::{Map, Value, json};
+use tuner_api::{ApiClient, DocFormat, LeasedTrial};
+use tuner_core::{StudyState, TrialState};
+use tuner_server::{AppState, ServerConfig};
+use tuner_store::SqliteStore;
+use tuner_worker::{EpochControl, RunOutcome, TrialRunner, Worker, WorkerOptions};
+
+async fn serve(
+    db: &Path,
+    addr: SocketAddr,
+    lease: Duration,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let store = SqliteStore::open(db).await.unwrap();
+    let state = AppState::new(
+        Arc::new(store),
+        ServerConfig {
+            lease,
+            ..ServerConfig::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, tuner_server::app(state))
+            .await
+            .unwrap();
+    });
+    (url, handle)
+}
+
+/// Reports `epochs` epochs of a made-up learning curve, sleeping `epoch_time` each.
+struct ScriptedRunner {
+    epochs: u32,
+    epoch_time: Duration,
+    runs: AtomicU32,
+}
+
+impl ScriptedRunner {
+    fn new(epochs: u32, epoch_time: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            epochs,
+            epoch_time,
+            runs: AtomicU32::new(0),
+        })
+    }
+}
+
+impl TrialRunner for ScriptedRunner {
+    fn trainer_kind(&self) -> &'static str {
+        "external"
+    }
+
+    fn run(
+        &self,
+        trial: &LeasedTrial,
+        on_epoch: &mut dyn FnMut(u32, &Map<String, Value>) -> EpochControl,
+        cancel: &AtomicBool,
+    ) -> RunOutcome {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let x = trial.params["x"].as_f64().unwrap();
+        if x > 0.9 {
+            return RunOutcome::Failed("loss became NaN at epoch 1".into());
+        }
+        let mut last = Map::new();
+        for epoch in 1..=self.epochs {
+            std::thread::sleep(self.epoch_time);
+            if cancel.load(Ordering::SeqCst) {
+                return RunOutcome::Failed("cancelled".into());
+            }
+            last = json!({"val_accuracy": x * f64::from(epoch) / f64::from(self.epochs)})
+                .as_object()
+                .unwrap()
+                .clone();
+            if on_epoch(epoch, &last) == EpochControl::Stop {
+                break;
+            }
+        }
+        RunOutcome::Completed(last)
+    }
+}
+
+fn space(max_trials: u32, parallelism: u32, x_max: f64, extra: &str) -> String {
+    format!(
+        "version: 1\nname: worker-test\nobjective: {{metric: val_accuracy, direction: maximize}}\n\
+         budget: {{max_trials: {max_trials}, parallelism: {parallelism}, max_consecutive_failures: 50}}\n{extra}\
+         parameters:\n  x: {{type: float, min: 0.0, max: {x_max}}}\n"
+    )
+}
+
+fn worker(
+    url: &str,
+    runner: Arc<dyn TrialRunner>,
+    study: Option<tuner_core::StudyId>,
+) -> (Worker, Arc<AtomicBool>) {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let w = Worker::new(
+        ApiClient::new(url),
+        runner,
+        WorkerOptions {
+            name: "test-worker".into(),
+            study,
+            max_trials: None,
+            patience: Duration::from_secs(20),
+        },
+        shutdown.clone(),
+    );
+    (w, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_run_a_study_to_the_end_reporting_every_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _server) = serve(
+        &dir.path().join("w.db"),
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let client = ApiClient::new(&url);
+    // x up to 1.2: trials with x > 0.9 fail in the trainer.
+    let study = client
+        .create_study(&space(8, 2, 1.2, ""), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let runner = ScriptedRunner::new(3, Duration::from_millis(5));
+    let (a, _) = worker(&url, runner.clone(), Some(study.id));
+    let (b, _) = worker(&url, runner.clone(), Some(study.id));
+    let (sa, sb) = tokio::join!(a.run(), b.run());
+    let (sa, sb) = (sa.unwrap(), sb.unwrap());
+
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    let completed: Vec<_> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Completed)
+        .collect();
+    let failed: Vec<_> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Failed)
+        .collect();
+    assert_eq!(completed.len(), 8, "failed trials do not use up the budget");
+    assert_eq!(sa.completed + sb.completed, 8);
+    assert_eq!((sa.failed + sb.failed) as usize, failed.len());
+    for t in &completed {
+        assert_eq!(t.intermediate.len(), 3);
+        assert_eq!(t.value, t.intermediate[2].value);
+    }
+    for t in &failed {
+        assert_eq!(t.value, None, "a failed run never gets a score");
+        assert!(t.failure_reason.as_deref().unwrap().contains("NaN"));
+    }
+    assert_eq!(
+        client.get_study(study.id).await.unwrap().state,
+        StudyState::Completed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pruned_trial_stops_and_a_stopped_study_fails_its_unfinished_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _server) = serve(
+        &dir.path().join("p.db"),
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let client = ApiClient::new(&url);
+    let study = client
+        .create_study(
+            &space(
+                12,
+                1,
+                0.9,
+                "pruner: {kind: median, warmup_epochs: 1, min_trials: 2}\n",
+            ),
+            DocFormat::Yaml,
+        )
+        .await
+        .unwrap();
+    let (w, _) = worker(&url, ScriptedRunner::new(4, Duration::ZERO), Some(study.id));
+    w.run().await.unwrap();
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    let pruned: Vec<_> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Pruned)
+        .collect();
+    assert!(
+        !pruned.is_empty(),
+        "with 12 random trials some fall below the median"
+    );
+    for t in &pruned {
+        assert!(t.intermediate.len() >= 2, "warm-up epoch 1 is never pruned");
+        assert!(t.failure_reason.as_deref().unwrap().contains("median"));
+        assert_eq!(t.value, t.intermediate.last().unwrap().value);
+    }
+    assert!(
+        pruned.iter().any(|t| t.intermediate.len() < 4),
+        "some pruned trials stop before their last epoch"
+    );
+
+    let slow = client
+        .create_study(&space(5, 1, 0.9, ""), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let (w, _) = worker(
+        &url,
+        ScriptedRunner::new(20, Duration::from_millis(50)),
+        Some(slow.id),
+    );
+    let run = tokio::spawn(async move { w.run().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.control(slow.id, "stop").await.unwrap();
+    let summary = run.await.unwrap();
+    assert_eq!(summary.stopped, 1);
+    let t = &client.list_trials(slow.id).await.unwrap().trials[0];
+    assert_eq!(t.state, TrialState::Failed);
+    assert!(
+        t.failure_reason.as_deref().unwrap().contains("stopped"),
+        "{t:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_releases_the_running_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _server) = serve(
+        &dir.path().join("s.db"),
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let client = ApiClient::new(&url);
+    let study = client
+        .create_study(&space(3, 1, 0.9, ""), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let (w, shutdown) = worker(
+        &url,
+        ScriptedRunner::new(50, Duration::from_millis(20)),
+        Some(study.id),
+    );
+    let run = tokio::spawn(async move { w.run().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shutdown.store(true, Ordering::SeqCst);
+    let summary = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.released, 1);
+    let t = &client.list_trials(study.id).await.unwrap().trials[0];
+    assert_eq!(
+        t.state,
+        TrialState::Pending,
+        "back in the queue for another worker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_rides_out_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let (url, server) = serve(&db, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let client = ApiClient::new(&url);
+    let study = client
+        .create_study(&space(2, 1, 0.9, ""), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let (w, _) = worker(
+        &url,
+        ScriptedRunner::new(8, Duration::from_millis(100)),
+        Some(study.id),
+    );
+    let run = tokio::spawn(async move { w.run().await.unwrap() });
+
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    server.abort();
+    let _ = server.await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_url, _server) = serve(&db, addr, Duration::from_secs(30)).await;
+
+    let summary = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.completed, 2, "{summary:?}");
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    assert_eq!(trials.len(), 2);
+    assert!(
+        trials
+            .iter()
+            .all(|t| t.state == TrialState::Completed && t.attempts == 1)
+    );
+}
