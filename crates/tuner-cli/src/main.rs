@@ -4,7 +4,14 @@
 //! of a running server (`--server`, or `TUNER_SERVER`). Owns only argument parsing,
 //! presentation and process wiring: the rules live in the library crates.
 
+mod local;
 mod output;
+mod training;
+mod tune;
+
+#[global_allocator]
+// The system allocator page-faults on the trainer's per-step activation buffers.
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -53,6 +60,78 @@ enum Command {
         /// Largest request body in bytes.
         #[arg(long, default_value_t = 1 << 20)]
         max_body_bytes: usize,
+        /// Start this many local built-in worker processes.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Where local workers find Fashion-MNIST (default: the usual places).
+        #[arg(long, env = "FASHION_MNIST_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run a study end to end: embedded server, local workers, progress, best config.
+    Tune {
+        file: PathBuf,
+        /// SQLite database file (created if missing; studies accumulate).
+        #[arg(long, env = "TUNER_DB", default_value = "tuner.db")]
+        db: PathBuf,
+        /// Local worker processes (default: the study's parallelism).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Where to write the best config (default: best-study-ID.yaml).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, env = "FASHION_MNIST_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 60.0)]
+        lease_seconds: f64,
+    },
+    /// Lease trials from a server and train them with the built-in trainer.
+    Worker {
+        /// Work on this study only and exit when it is done (default: serve every
+        /// running fashion-mnist-cnn study until stopped).
+        #[arg(long)]
+        study: Option<StudyId>,
+        /// Shown in trial listings.
+        #[arg(long)]
+        name: Option<String>,
+        /// Exit after this many trials.
+        #[arg(long)]
+        max_trials: Option<u32>,
+        #[arg(long, env = "FASHION_MNIST_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Describe the Fashion-MNIST files: images per split and class, pixel statistics.
+    Data {
+        #[arg(long, env = "FASHION_MNIST_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Train one config (e.g. from `best`) and evaluate it on the test set.
+    Train {
+        /// Flat YAML or JSON map of parameter → value (default: the baseline model).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Epochs (default: the config's `epochs`, else 10).
+        #[arg(long)]
+        epochs: Option<u32>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.2)]
+        validation_split: f64,
+        /// Train on only the first N training images.
+        #[arg(long)]
+        train_limit: Option<usize>,
+        /// End with one JSON line: val_accuracy, test_accuracy, test metrics, history.
+        #[arg(long)]
+        json: bool,
+        /// Save the weights (safetensors) here, with the config beside them.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        #[arg(long, env = "FASHION_MNIST_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Benchmarks that print their figures.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
     },
     /// Check a search-space file without a server; prints every problem.
     Validate { file: PathBuf },
@@ -99,6 +178,21 @@ enum Command {
     Delete { id: StudyId },
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training images per second of a config (default: the baseline at batch 128).
+    Train {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 40)]
+        batches: usize,
+        #[arg(long)]
+        batch_size: Option<u32>,
+        #[arg(long, env = "FASHION_MNIST_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Json,
@@ -135,14 +229,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn doc_format(path: &std::path::Path) -> (SpecFormat, DocFormat) {
+pub(crate) fn doc_format(path: &std::path::Path) -> (SpecFormat, DocFormat) {
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => (SpecFormat::Json, DocFormat::Json),
         _ => (SpecFormat::Yaml, DocFormat::Yaml),
     }
 }
 
-fn read_doc(path: &std::path::Path) -> Result<String> {
+pub(crate) fn read_doc(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
@@ -154,6 +248,8 @@ async fn run(cli: Cli) -> Result<()> {
             db,
             lease_seconds,
             max_body_bytes,
+            workers,
+            data_dir,
         } => {
             if !(lease_seconds.is_finite() && lease_seconds > 0.0) {
                 bail!("--lease-seconds must be a positive number");
@@ -165,12 +261,80 @@ async fn run(cli: Cli) -> Result<()> {
                     lease: Duration::from_secs_f64(lease_seconds),
                     max_body_bytes,
                 },
+                workers,
+                data_dir,
             )
             .await
         }
+        Command::Tune {
+            file,
+            db,
+            workers,
+            output,
+            data_dir,
+            lease_seconds,
+        } => {
+            tune::tune(tune::TuneArgs {
+                file,
+                db,
+                workers,
+                out: output,
+                data_dir,
+                lease_seconds,
+            })
+            .await
+        }
+        Command::Worker {
+            study,
+            name,
+            max_trials,
+            data_dir,
+        } => worker(client, study, name, max_trials, data_dir).await,
+        Command::Data { data_dir } => training::data(data_dir.as_deref()),
+        Command::Train {
+            config,
+            epochs,
+            seed,
+            validation_split,
+            train_limit,
+            json,
+            save,
+            data_dir,
+        } => tokio::task::spawn_blocking(move || {
+            training::train(training::TrainArgs {
+                config,
+                epochs,
+                seed,
+                validation_split,
+                train_limit,
+                json,
+                save,
+                data_dir,
+            })
+        })
+        .await
+        .context("training thread")?,
+        Command::Bench {
+            what:
+                BenchCommand::Train {
+                    config,
+                    batches,
+                    batch_size,
+                    data_dir,
+                },
+        } => training::bench(config.as_deref(), batches, batch_size, data_dir.as_deref()),
         Command::Validate { file } => {
             let text = read_doc(&file)?;
-            match parse_spec(&text, doc_format(&file).0) {
+            let checked = parse_spec(&text, doc_format(&file).0).and_then(|spec| {
+                // What this server version can run, as `create` would check it.
+                match tuner_server::check_supported(&spec) {
+                    Err(tuner_server::ApiError::InvalidSpec(problems)) => {
+                        Err(tuner_core::CoreError::InvalidSpec(problems))
+                    }
+                    _ => Ok(spec),
+                }
+            });
+            match checked {
                 Ok(spec) => {
                     println!(
                         "{}: valid ({} parameters, {} trials)",
@@ -180,14 +344,7 @@ async fn run(cli: Cli) -> Result<()> {
                     );
                     Ok(())
                 }
-                Err(tuner_core::CoreError::InvalidSpec(problems)) => {
-                    eprintln!("{}: {} problem(s):", file.display(), problems.len());
-                    for p in &problems {
-                        eprintln!("  - {}: {}", display_path(&p.path), p.message);
-                    }
-                    bail!("invalid search space")
-                }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(report_problems(&file, e)),
             }
         }
         Command::Create { file, json } => {
@@ -264,8 +421,55 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn display_path(path: &str) -> &str {
-    if path.is_empty() { "(document)" } else { path }
+/// Prints every problem of an invalid document, one per line, and returns the error.
+pub(crate) fn report_problems(file: &std::path::Path, e: tuner_core::CoreError) -> anyhow::Error {
+    if let tuner_core::CoreError::InvalidSpec(problems) = &e {
+        eprintln!("{}: {} problem(s):", file.display(), problems.len());
+        for p in problems {
+            let path = if p.path.is_empty() { "(document)" } else { &p.path };
+            eprintln!("  - {path}: {}", p.message);
+        }
+        return anyhow::anyhow!("invalid search space {}", file.display());
+    }
+    e.into()
+}
+
+async fn worker(
+    client: ApiClient,
+    study: Option<StudyId>,
+    name: Option<String>,
+    max_trials: Option<u32>,
+    data_dir: Option<PathBuf>,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("worker: stopping; the running trial goes back to the queue (Ctrl-C again to quit at once)");
+            flag.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let mut options = tuner_worker::WorkerOptions {
+        study,
+        max_trials,
+        ..Default::default()
+    };
+    if let Some(name) = name {
+        options.name = name;
+    }
+    let runner = Arc::new(tuner_worker::CnnRunner::new(data_dir));
+    let worker = tuner_worker::Worker::new(client.clone(), runner, options, shutdown);
+    eprintln!("worker: serving {}", client.base_url());
+    let summary = worker.run().await?;
+    eprintln!(
+        "worker: done: {} completed, {} failed, {} stopped, {} released, {} lost",
+        summary.completed, summary.failed, summary.stopped, summary.released, summary.lost
+    );
+    Ok(())
 }
 
 async fn control(client: &ApiClient, id: StudyId, action: &str) -> Result<()> {
@@ -274,7 +478,13 @@ async fn control(client: &ApiClient, id: StudyId, action: &str) -> Result<()> {
     Ok(())
 }
 
-async fn serve(addr: SocketAddr, db: &std::path::Path, config: ServerConfig) -> Result<()> {
+async fn serve(
+    addr: SocketAddr,
+    db: &std::path::Path,
+    config: ServerConfig,
+    workers: usize,
+    data_dir: Option<PathBuf>,
+) -> Result<()> {
     let store = SqliteStore::open(db)
         .await
         .with_context(|| format!("cannot open the database {}", db.display()))?;
@@ -295,6 +505,18 @@ async fn serve(addr: SocketAddr, db: &std::path::Path, config: ServerConfig) -> 
         "tuner server listening on http://{local} (database {})",
         db.display()
     );
+    let _workers = if workers > 0 {
+        let url = format!("http://{local}");
+        eprintln!("starting {workers} local worker(s)");
+        Some(local::LocalWorkers::spawn(
+            &url,
+            workers,
+            None,
+            data_dir.as_ref(),
+        )?)
+    } else {
+        None
+    };
     axum::serve(listener, tuner_server::app(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

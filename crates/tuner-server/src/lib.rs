@@ -13,6 +13,7 @@ mod scheduler;
 mod views;
 
 pub use error::ApiError;
+pub use routes::studies::check_supported;
 pub use scheduler::reap_once;
 
 use std::{

@@ -120,6 +120,12 @@ fn space(max_trials: u32, parallelism: u32, extra: &str) -> String {
     )
 }
 
+/// A study for the built-in trainer: only parameters it knows.
+const BUILTIN_SPACE: &str = "version: 1\nname: cnn\nobjective: {metric: val_accuracy, direction: maximize}\n\
+    trainer: {kind: fashion-mnist-cnn, epochs: 1}\nbudget: {max_trials: 2}\nparameters:\n  \
+    learning_rate: {type: float, min: 1.0e-4, max: 1.0e-2, log: true}\n  \
+    conv_activation: {type: categorical, values: [relu, tanh]}\n";
+
 fn assert_error(a: &Answer, status: StatusCode, code: &str) {
     assert_eq!(a.status, status, "{}", a.body);
     assert_eq!(a.body["error"]["code"], code, "{}", a.body);
@@ -610,13 +616,7 @@ async fn worker_pools_ask_any_study_and_release_trials_on_shutdown() {
     assert!(idle.headers.contains_key(header::RETRY_AFTER));
 
     let external = s.create(&space(2, 1, "")).await;
-    let builtin = s
-        .create(&space(
-            2,
-            1,
-            "trainer: {kind: fashion-mnist-cnn, epochs: 1}\n",
-        ))
-        .await;
+    let builtin = s.create(BUILTIN_SPACE).await;
     let a = s
         .post(
             "/ask",
@@ -659,4 +659,27 @@ async fn worker_pools_ask_any_study_and_release_trials_on_shutdown() {
         )
         .await;
     assert_error(&old, StatusCode::FORBIDDEN, "lease_mismatch");
+}
+
+#[tokio::test]
+async fn built_in_trainer_studies_may_only_tune_what_the_trainer_knows() {
+    let s = TestServer::new().await;
+    let bad = s
+        .post_yaml(
+            "/studies",
+            "version: 1\nname: cnn\nobjective: {metric: val_accuracy, direction: maximize}\n\
+             trainer: {kind: fashion-mnist-cnn}\nbudget: {max_trials: 2}\nparameters:\n  \
+             kernel_size: {type: categorical, values: [3, 4]}\n  \
+             conv_filters: {type: int, min: 16, max: 64}\nfixed: {conv2_filters: 0}\n",
+        )
+        .await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_search_space");
+    let details = bad.body["error"]["details"].as_array().unwrap();
+    let paths: Vec<&str> = details.iter().map(|d| d["path"].as_str().unwrap()).collect();
+    assert!(paths.iter().any(|p| p.starts_with("parameters.kernel_size")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.starts_with("parameters.conv_filters")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.starts_with("fixed.conv2_filters")), "{paths:?}");
+    // An external trainer may tune anything.
+    s.create(&space(2, 1, "")).await;
+    s.create(BUILTIN_SPACE).await;
 }

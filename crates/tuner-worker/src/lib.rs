@@ -8,7 +8,10 @@
 //! Talks to the server only through `tuner-api`'s HTTP client: it must not depend on
 //! the server, the store or the optimizer, so workers can run on other machines.
 
+mod cnn;
 mod runner;
+
+pub use cnn::{CnnRunner, DEFAULT_EPOCHS};
 
 pub use runner::{EpochControl, RunOutcome, TrialRunner};
 

@@ -1,4 +1,4 @@
-mod studies;
+pub(crate) mod studies;
 mod trials;
 
 use axum::{

@@ -7,7 +7,8 @@ use axum::{
 };
 use tuner_api::{Best, Study, StudyList, TrialList};
 use tuner_core::{
-    OptimizerKind, Problem, SpecFormat, StudyId, StudySpec, StudyState, TrialState, parse_spec,
+    OptimizerKind, Problem, SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, TrialState,
+    cnn, parse_spec,
 };
 use tuner_store::NewStudy;
 
@@ -46,15 +47,25 @@ fn body_format(headers: &HeaderMap) -> Result<SpecFormat, ApiError> {
     }
 }
 
-/// What this server can run, beyond what the document format allows.
-fn check_supported(spec: &StudySpec) -> Result<(), ApiError> {
+/// What this server can run, beyond what the document format allows: the
+/// optimizer must exist, and a built-in-trainer study may only tune parameters the
+/// trainer understands, with values it can train.
+pub fn check_supported(spec: &StudySpec) -> Result<(), ApiError> {
+    let mut problems = Vec::new();
     if spec.optimizer.kind == OptimizerKind::Gp {
-        return Err(ApiError::InvalidSpec(vec![Problem::new(
+        problems.push(Problem::new(
             "optimizer.kind",
             "the `gp` optimizer is not available in this version yet; use `random`",
-        )]));
+        ));
     }
-    Ok(())
+    if spec.trainer.kind == TrainerKind::FashionMnistCnn {
+        problems.extend(cnn::check_space(&spec.parameters, &spec.fixed));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidSpec(problems))
+    }
 }
 
 pub async fn create_study(

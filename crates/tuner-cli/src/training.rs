@@ -1,0 +1,236 @@
+//! `tuner-cli data`, `train` and `bench train`: the built-in trainer without a server.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use tuner_core::{Params, cnn::CnnConfig};
+use tuner_train::{
+    BatchProgress, CLASS_NAMES, ConfusionMatrix, EpochControl, EpochMetrics, FashionMnist,
+    TrainObserver, TrainOptions,
+};
+
+use crate::read_doc;
+
+pub fn data(dir: Option<&Path>) -> Result<()> {
+    let data = FashionMnist::load(dir)?;
+    let s = data.summary();
+    println!("Fashion-MNIST from {}", s.dir.display());
+    println!(
+        "images: {} train, {} test ({} in all)",
+        s.train_images,
+        s.test_images,
+        s.train_images + s.test_images
+    );
+    println!("{:<12} {:>6} {:>6} {:>6}", "class", "train", "test", "total");
+    let total = s.total_per_class();
+    for (c, name) in CLASS_NAMES.iter().enumerate() {
+        println!(
+            "{name:<12} {:>6} {:>6} {:>6}",
+            s.train_per_class[c], s.test_per_class[c], total[c]
+        );
+    }
+    println!(
+        "pixels (x / 255) over the training images: mean {:.4}, std {:.4}",
+        s.pixel_mean, s.pixel_std
+    );
+    Ok(())
+}
+
+/// Reads a flat YAML or JSON map of parameter → value (what `best` writes).
+fn read_config(path: &Path) -> Result<CnnConfig> {
+    let text = read_doc(path)?;
+    let params: Params = serde_yaml_ng::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a flat map of parameter name → value (as `tuner-cli best` writes)",
+            path.display()
+        )
+    })?;
+    CnnConfig::from_params(&params).with_context(|| format!("{}: unusable config", path.display()))
+}
+
+pub struct TrainArgs {
+    pub config: Option<PathBuf>,
+    pub epochs: Option<u32>,
+    pub seed: u64,
+    pub validation_split: f64,
+    pub train_limit: Option<usize>,
+    pub json: bool,
+    pub save: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A Keras-style log: a progress bar per epoch on a terminal, one line per epoch.
+struct KerasLog {
+    tty: bool,
+    quiet: bool,
+}
+
+impl TrainObserver for KerasLog {
+    fn on_batch(&mut self, p: &BatchProgress) -> EpochControl {
+        if self.tty && !self.quiet && (p.batch % 10 == 0 || p.batch == p.batches) {
+            let width = 30;
+            let filled = width * p.batch / p.batches.max(1);
+            eprint!(
+                "\rEpoch {}/{} [{}{}] {}/{} - loss: {:.4} - accuracy: {:.4}",
+                p.epoch,
+                p.epochs,
+                "=".repeat(filled),
+                ".".repeat(width - filled),
+                p.batch,
+                p.batches,
+                p.loss,
+                p.accuracy
+            );
+            let _ = std::io::stderr().flush();
+        }
+        EpochControl::Continue
+    }
+
+    fn on_epoch(&mut self, m: &EpochMetrics) -> EpochControl {
+        if self.quiet {
+            return EpochControl::Continue;
+        }
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+        let mut line = format!(
+            "Epoch {} - {:.1}s ({:.0} img/s) - loss: {:.4} - accuracy: {:.4} - precision: {:.4} - recall: {:.4} - auc: {:.4}",
+            m.epoch,
+            m.train_seconds,
+            m.images_per_second,
+            m.train.loss,
+            m.train.accuracy,
+            m.train.precision,
+            m.train.recall,
+            m.train.auc
+        );
+        if let Some(v) = &m.val {
+            line.push_str(&format!(
+                " - val_loss: {:.4} - val_accuracy: {:.4} - val_precision: {:.4} - val_recall: {:.4} - val_auc: {:.4}",
+                v.loss, v.accuracy, v.precision, v.recall, v.auc
+            ));
+        }
+        eprintln!("{line}");
+        EpochControl::Continue
+    }
+}
+
+fn print_confusion(cm: &ConfusionMatrix) {
+    println!("confusion matrix (rows: true class, columns: predicted):");
+    let short: Vec<String> = CLASS_NAMES
+        .iter()
+        .map(|n| n.chars().take(7).collect())
+        .collect();
+    print!("{:>12}", "");
+    for s in &short {
+        print!(" {s:>7}");
+    }
+    println!();
+    for (name, row) in CLASS_NAMES.iter().zip(cm.to_rows()) {
+        print!("{name:>12}");
+        for v in row {
+            print!(" {v:>7}");
+        }
+        println!();
+    }
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => read_config(path)?,
+        None => CnnConfig::default(),
+    };
+    let data = FashionMnist::load(args.data_dir.as_deref())?;
+    let options = TrainOptions {
+        epochs: args
+            .epochs
+            .or(config.epochs)
+            .unwrap_or(tuner_worker::DEFAULT_EPOCHS),
+        seed: args.seed,
+        validation_split: args.validation_split,
+        train_limit: args.train_limit,
+        ..TrainOptions::default()
+    };
+    eprintln!(
+        "training {} for {} epochs (seed {}) on {}",
+        crate::output::params_text(&config.to_params()),
+        options.epochs,
+        options.seed,
+        data.dir.display()
+    );
+    let mut log = KerasLog {
+        tty: std::io::stderr().is_terminal(),
+        quiet: false,
+    };
+    let outcome = tuner_train::train(&config, &data, &options, &mut log)?;
+    let test = tuner_train::evaluate(&outcome.model, &data.test, 1000)?;
+    let last = outcome.history.last().context("no epoch finished")?;
+    let val_accuracy = last.val.as_ref().map(|v| v.accuracy);
+    if !args.json {
+        let t = &test.metrics;
+        println!(
+            "test: loss {:.4} - accuracy {:.4} - precision {:.4} - recall {:.4} - auc {:.4} ({} images)",
+            t.loss, t.accuracy, t.precision, t.recall, t.auc, test.images
+        );
+        print_confusion(&test.confusion);
+    }
+    if let Some(path) = &args.save {
+        let config_path = outcome.model.save(path)?;
+        eprintln!(
+            "weights written to {}, config to {}",
+            path.display(),
+            config_path.display()
+        );
+    }
+    if args.json {
+        let history: Vec<_> = outcome.history.iter().map(EpochMetrics::named).collect();
+        let summary = json!({
+            "config": config.to_params(),
+            "epochs": outcome.history.len(),
+            "seed": options.seed,
+            "val_accuracy": val_accuracy,
+            "test_accuracy": test.metrics.accuracy,
+            "test": test.metrics,
+            "test_confusion_matrix": test.confusion.to_rows(),
+            "class_names": CLASS_NAMES,
+            "images_per_second": outcome.history.iter().map(|e| e.images_per_second).sum::<f64>() / outcome.history.len() as f64,
+            "history": history,
+        });
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+pub fn bench(
+    config: Option<&Path>,
+    batches: usize,
+    batch_size: Option<u32>,
+    data_dir: Option<&Path>,
+) -> Result<()> {
+    let mut config = match config {
+        Some(path) => read_config(path)?,
+        None => CnnConfig::default(),
+    };
+    if let Some(b) = batch_size {
+        config.batch_size = b;
+    }
+    if batches == 0 {
+        bail!("--batches must be at least 1");
+    }
+    let data = FashionMnist::load(data_dir)?;
+    let t = tuner_train::measure_throughput(&config, &data, batches, 0)?;
+    println!(
+        "train throughput: {:.0} images/s ({} batches of {} in {:.2}s, {} threads) for {}",
+        t.images_per_second,
+        batches,
+        t.batch_size,
+        t.seconds,
+        t.threads,
+        crate::output::params_text(&config.to_params())
+    );
+    Ok(())
+}

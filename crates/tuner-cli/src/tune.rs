@@ -1,0 +1,278 @@
+//! `tuner-cli tune FILE`: the whole loop in one command. An embedded server on a
+//! local SQLite file, local worker processes, a live progress view, and the best
+//! config printed and exported at the end.
+
+use std::{
+    collections::HashSet,
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use tuner_api::{ApiClient, Study, Trial};
+use tuner_core::{StudyState, TrainerKind, TrialState, parse_spec};
+use tuner_server::{AppState, ServerConfig};
+use tuner_store::SqliteStore;
+
+use crate::{doc_format, local::LocalWorkers, output, read_doc, report_problems};
+
+pub struct TuneArgs {
+    pub file: PathBuf,
+    pub db: PathBuf,
+    pub workers: Option<usize>,
+    pub out: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub lease_seconds: f64,
+}
+
+pub async fn tune(args: TuneArgs) -> Result<()> {
+    let text = read_doc(&args.file)?;
+    let (spec_format, doc_format) = doc_format(&args.file);
+    let spec = parse_spec(&text, spec_format).map_err(|e| report_problems(&args.file, e))?;
+    let builtin = spec.trainer.kind == TrainerKind::FashionMnistCnn;
+    if builtin {
+        // Fail before starting anything if the data is missing.
+        tuner_train::data::FashionMnist::load(args.data_dir.as_deref())
+            .context("the built-in trainer needs Fashion-MNIST")?;
+    }
+
+    let store = SqliteStore::open(&args.db)
+        .await
+        .with_context(|| format!("cannot open the database {}", args.db.display()))?;
+    let lease = Duration::from_secs_f64(args.lease_seconds);
+    let state = AppState::new(
+        Arc::new(store.clone()),
+        ServerConfig {
+            lease,
+            ..ServerConfig::default()
+        },
+    );
+    let reaper = tuner_server::spawn_reaper(state.clone(), (lease / 4).max(Duration::from_millis(100)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot open a loopback port for the embedded server")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, tuner_server::app(state))
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let client = ApiClient::new(&url);
+    let study = client
+        .create_study(&text, doc_format)
+        .await
+        .with_context(|| format!("cannot create a study from {}", args.file.display()))?;
+    let parallelism = spec.budget.parallelism as usize;
+    let count = args.workers.unwrap_or(parallelism).max(1);
+    eprintln!(
+        "study {} \"{}\": {} trials, {} {} ({} optimizer), database {}",
+        study.id,
+        study.name,
+        spec.budget.max_trials,
+        spec.objective.direction.as_str(),
+        spec.objective.metric,
+        spec.optimizer.kind.as_str(),
+        args.db.display()
+    );
+    let mut workers = if builtin {
+        eprintln!(
+            "{count} local worker(s), {} training thread(s) each; Ctrl-C stops (the study can be resumed with `tuner-cli serve --db {} --workers N`)",
+            crate::local::threads_per_worker(count),
+            args.db.display()
+        );
+        Some(LocalWorkers::spawn(&url, count, Some(study.id), args.data_dir.as_ref())?)
+    } else {
+        eprintln!(
+            "trainer is external: start workers against {url} for study {} (see examples/python_worker.py)",
+            study.id
+        );
+        None
+    };
+
+    let epochs = spec.trainer.epochs.unwrap_or(tuner_worker::DEFAULT_EPOCHS);
+    let mut progress = Progress::new(epochs);
+    let started = Instant::now();
+    let result: Result<Study> = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                progress.clear();
+                eprintln!("interrupted: workers release their trials; study {} stays resumable", study.id);
+                break Err(anyhow::anyhow!("interrupted"));
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let current = client.get_study(study.id).await?;
+        let trials = client.list_trials(study.id).await?.trials;
+        progress.update(&current, &trials);
+        let finished = !current.state.is_active() && current.counts.running == 0;
+        if finished {
+            break Ok(current);
+        }
+        if let Some(w) = workers.as_mut()
+            && w.alive() == 0
+        {
+            break Err(anyhow::anyhow!(
+                "every local worker exited before the study finished; see their messages above"
+            ));
+        }
+    };
+    progress.clear();
+    if let Some(w) = workers.take() {
+        if result.is_ok() {
+            w.wait();
+        } else {
+            // Give them a moment to release their trials after Ctrl-C.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let _ = stop_server.send(());
+    let _ = server.await;
+    reaper.abort();
+    store.close().await;
+    let study = result?;
+
+    eprintln!(
+        "study {} {} after {:.0}s: {} completed, {} pruned, {} failed{}",
+        study.id,
+        study.state,
+        started.elapsed().as_secs_f64(),
+        study.counts.completed,
+        study.counts.pruned,
+        study.counts.failed,
+        study
+            .state_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    if study.state == StudyState::Failed {
+        bail!(
+            "the study failed: {}",
+            study.state_reason.unwrap_or_default()
+        );
+    }
+    let Some(best) = study.best else {
+        bail!("no trial completed, so there is no best config");
+    };
+    eprintln!(
+        "best: trial #{} with {} = {:.4}",
+        best.number, study.objective.metric, best.value
+    );
+    let mut config = spec.fixed.clone();
+    config.extend(best.params);
+    let yaml = serde_yaml_ng::to_string(&config)?;
+    print!("{yaml}");
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("best-study-{}.yaml", study.id)));
+    std::fs::write(&out, &yaml).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "best config written to {} (retrain it with `tuner-cli train --config {}`)",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Prints each trial as it finishes and a status line of the running ones.
+struct Progress {
+    epochs: u32,
+    printed: HashSet<i64>,
+    best: Option<f64>,
+    tty: bool,
+    status_shown: bool,
+}
+
+impl Progress {
+    fn new(epochs: u32) -> Self {
+        Self {
+            epochs,
+            printed: HashSet::new(),
+            best: None,
+            tty: std::io::stderr().is_terminal(),
+            status_shown: false,
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.status_shown {
+            eprint!("\r\x1b[2K");
+            self.status_shown = false;
+        }
+    }
+
+    fn update(&mut self, study: &Study, trials: &[Trial]) {
+        self.clear();
+        let maximize = study.objective.direction == "maximize";
+        for t in trials {
+            if !t.state.is_finished() || !self.printed.insert(t.id.0) {
+                continue;
+            }
+            let mut note = String::new();
+            if t.state == TrialState::Completed
+                && let Some(v) = t.value
+            {
+                let better = self
+                    .best
+                    .is_none_or(|b| if maximize { v > b } else { v < b });
+                if better {
+                    self.best = Some(v);
+                    note = "  <- best so far".into();
+                }
+            }
+            let value = t.value.map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+            let time = t.duration_seconds.map_or_else(String::new, |d| format!("{d:.0}s"));
+            eprintln!(
+                "trial #{:<3} {:<9} {} = {:<7} {:>5}  {}{}{}",
+                t.number,
+                t.state.to_string(),
+                study.objective.metric,
+                value,
+                time,
+                output::params_text(&t.params),
+                t.failure_reason
+                    .as_deref()
+                    .map(|r| format!("  [{r}]"))
+                    .unwrap_or_default(),
+                note
+            );
+        }
+        let running: Vec<String> = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Running)
+            .map(|t| {
+                format!(
+                    "#{} epoch {}/{}",
+                    t.number,
+                    t.last_epoch.unwrap_or(0),
+                    self.epochs
+                )
+            })
+            .collect();
+        let done = study.counts.completed + study.counts.pruned;
+        let line = format!(
+            "[{done}/{}] running: {} | best {}",
+            study.max_trials,
+            if running.is_empty() {
+                "-".to_owned()
+            } else {
+                running.join(", ")
+            },
+            study
+                .best
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |b| format!("{:.4} (#{})", b.value, b.number))
+        );
+        if self.tty {
+            eprint!("{line}");
+            let _ = std::io::stderr().flush();
+            self.status_shown = true;
+        }
+    }
+}
