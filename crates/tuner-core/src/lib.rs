@@ -7,6 +7,7 @@
 //! Must not depend on any other tuner crate, on async runtimes, on I/O beyond
 //! parsing strings, or on HTTP/SQL libraries: everything points toward this crate.
 
+pub mod cnn;
 mod error;
 mod ids;
 mod params;

@@ -19,8 +19,13 @@ use crate::{
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// A [`Store`] in one SQLite file, in WAL mode. The server process is its only writer.
+///
+/// Writes go through a single connection, so concurrent requests queue in the pool
+/// instead of racing for SQLite's write lock (whose busy handler sleeps); reads use
+/// their own connections, which WAL lets run beside the writer.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    writer: SqlitePool,
     pool: SqlitePool,
 }
 
@@ -43,16 +48,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.read_only(true))
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { writer, pool })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Explains why a lease-checked update touched no row.
@@ -155,7 +165,7 @@ impl Store for SqliteStore {
         .bind(i64::from(new.max_retries))
         .bind(now)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         study_from_row(&row)
     }
@@ -192,7 +202,7 @@ impl Store for SqliteStore {
         .bind(reason)
         .bind(now)
         .bind(id.0)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::StudyNotFound(id));
@@ -203,7 +213,7 @@ impl Store for SqliteStore {
     async fn delete_study(&self, id: StudyId) -> Result<()> {
         let done = sqlx::query("DELETE FROM studies WHERE id = ?")
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::StudyNotFound(id));
@@ -329,7 +339,7 @@ impl Store for SqliteStore {
         .bind(&lease.token)
         .bind(lease.expires_at)
         .bind(lease.now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
@@ -357,7 +367,7 @@ impl Store for SqliteStore {
         .bind(lease.expires_at)
         .bind(lease.now)
         .bind(study.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.as_ref().map(trial_from_row).transpose()
     }
@@ -377,7 +387,7 @@ impl Store for SqliteStore {
         .bind(trial.0)
         .bind(token)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 0 {
             return Err(self.lease_failure(trial, token, now).await);
@@ -395,7 +405,7 @@ impl Store for SqliteStore {
         value: Option<f64>,
         metrics: &serde_json::Value,
     ) -> Result<TrialRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         // The first statement writes, so the transaction takes the write lock at once
         // (no read-then-upgrade, which SQLite cannot retry).
         let row = sqlx::query(&format!(
@@ -454,7 +464,7 @@ impl Store for SqliteStore {
         .bind(trial.0)
         .bind(token)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         let Some(row) = row else {
             return Err(self.lease_failure(trial, token, now).await);
@@ -474,7 +484,7 @@ impl Store for SqliteStore {
         .bind(trial.0)
         .bind(token)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         match row {
             Some(row) => trial_from_row(&row),
@@ -500,7 +510,7 @@ impl Store for SqliteStore {
         .bind(&finish.reason)
         .bind(now)
         .bind(trial.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         match row {
             Some(row) => {
@@ -519,6 +529,16 @@ impl Store for SqliteStore {
     }
 
     async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>> {
+        // Called on every ask: look before taking the write lock.
+        let any = sqlx::query(
+            "SELECT 1 FROM trials WHERE state = 'running' AND lease_expires_at < ? LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "UPDATE trials SET \
                  state = CASE WHEN attempts > (SELECT max_retries FROM studies s WHERE s.id = study_id) \
@@ -533,7 +553,7 @@ impl Store for SqliteStore {
              RETURNING id, study_id, state",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         rows.iter()
             .map(|row| {
