@@ -31,7 +31,13 @@ impl LocalWorkers {
         let mut children = Vec::with_capacity(count);
         for i in 0..count {
             let mut cmd = Command::new(&exe);
-            cmd.args(["--server", server, "worker", "--name", &format!("local-{i}")]);
+            cmd.args([
+                "--server",
+                server,
+                "worker",
+                "--name",
+                &format!("local-{i}"),
+            ]);
             if let Some(study) = study {
                 cmd.args(["--study", &study.to_string()]);
             }

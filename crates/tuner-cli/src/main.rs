@@ -4,6 +4,7 @@
 //! of a running server (`--server`, or `TUNER_SERVER`). Owns only argument parsing,
 //! presentation and process wiring: the rules live in the library crates.
 
+mod bench_service;
 mod local;
 mod output;
 mod training;
@@ -63,8 +64,8 @@ enum Command {
         /// Start this many local built-in worker processes.
         #[arg(long, default_value_t = 0)]
         workers: usize,
-        /// Where local workers find Fashion-MNIST (default: the usual places).
-        #[arg(long, env = "FASHION_MNIST_DIR")]
+        /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
+        #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Run a study end to end: embedded server, local workers, progress, best config.
@@ -79,7 +80,8 @@ enum Command {
         /// Where to write the best config (default: best-study-ID.yaml).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        #[arg(long, env = "FASHION_MNIST_DIR")]
+        /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
+        #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 60.0)]
         lease_seconds: f64,
@@ -96,12 +98,14 @@ enum Command {
         /// Exit after this many trials.
         #[arg(long)]
         max_trials: Option<u32>,
-        #[arg(long, env = "FASHION_MNIST_DIR")]
+        /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
+        #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Describe the Fashion-MNIST files: images per split and class, pixel statistics.
     Data {
-        #[arg(long, env = "FASHION_MNIST_DIR")]
+        /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
+        #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Train one config (e.g. from `best`) and evaluate it on the test set.
@@ -125,7 +129,8 @@ enum Command {
         /// Save the weights (safetensors) here, with the config beside them.
         #[arg(long)]
         save: Option<PathBuf>,
-        #[arg(long, env = "FASHION_MNIST_DIR")]
+        /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
+        #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Benchmarks that print their figures.
@@ -188,8 +193,16 @@ enum BenchCommand {
         batches: usize,
         #[arg(long)]
         batch_size: Option<u32>,
-        #[arg(long, env = "FASHION_MNIST_DIR")]
+        /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
+        #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Ask + complete cycles per second through HTTP, many workers on one study.
+    Service {
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+        #[arg(long, default_value_t = 5_000)]
+        trials: u32,
     },
 }
 
@@ -323,6 +336,9 @@ async fn run(cli: Cli) -> Result<()> {
                     data_dir,
                 },
         } => training::bench(config.as_deref(), batches, batch_size, data_dir.as_deref()),
+        Command::Bench {
+            what: BenchCommand::Service { workers, trials },
+        } => bench_service::bench_service(workers, trials).await,
         Command::Validate { file } => {
             let text = read_doc(&file)?;
             let checked = parse_spec(&text, doc_format(&file).0).and_then(|spec| {
@@ -426,7 +442,11 @@ pub(crate) fn report_problems(file: &std::path::Path, e: tuner_core::CoreError) 
     if let tuner_core::CoreError::InvalidSpec(problems) = &e {
         eprintln!("{}: {} problem(s):", file.display(), problems.len());
         for p in problems {
-            let path = if p.path.is_empty() { "(document)" } else { &p.path };
+            let path = if p.path.is_empty() {
+                "(document)"
+            } else {
+                &p.path
+            };
             eprintln!("  - {path}: {}", p.message);
         }
         return anyhow::anyhow!("invalid search space {}", file.display());
@@ -446,7 +466,9 @@ async fn worker(
     let flag = shutdown.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("worker: stopping; the running trial goes back to the queue (Ctrl-C again to quit at once)");
+            eprintln!(
+                "worker: stopping; the running trial goes back to the queue (Ctrl-C again to quit at once)"
+            );
             flag.store(true, Ordering::SeqCst);
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);

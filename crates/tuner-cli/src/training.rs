@@ -25,7 +25,10 @@ pub fn data(dir: Option<&Path>) -> Result<()> {
         s.test_images,
         s.train_images + s.test_images
     );
-    println!("{:<12} {:>6} {:>6} {:>6}", "class", "train", "test", "total");
+    println!(
+        "{:<12} {:>6} {:>6} {:>6}",
+        "class", "train", "test", "total"
+    );
     let total = s.total_per_class();
     for (c, name) in CLASS_NAMES.iter().enumerate() {
         println!(

@@ -49,7 +49,8 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
             ..ServerConfig::default()
         },
     );
-    let reaper = tuner_server::spawn_reaper(state.clone(), (lease / 4).max(Duration::from_millis(100)));
+    let reaper =
+        tuner_server::spawn_reaper(state.clone(), (lease / 4).max(Duration::from_millis(100)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot open a loopback port for the embedded server")?;
@@ -86,7 +87,12 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
             crate::local::threads_per_worker(count),
             args.db.display()
         );
-        Some(LocalWorkers::spawn(&url, count, Some(study.id), args.data_dir.as_ref())?)
+        Some(LocalWorkers::spawn(
+            &url,
+            count,
+            Some(study.id),
+            args.data_dir.as_ref(),
+        )?)
     } else {
         eprintln!(
             "trainer is external: start workers against {url} for study {} (see examples/python_worker.py)",
@@ -227,7 +233,9 @@ impl Progress {
                 }
             }
             let value = t.value.map_or_else(|| "-".into(), |v| format!("{v:.4}"));
-            let time = t.duration_seconds.map_or_else(String::new, |d| format!("{d:.0}s"));
+            let time = t
+                .duration_seconds
+                .map_or_else(String::new, |d| format!("{d:.0}s"));
             eprintln!(
                 "trial #{:<3} {:<9} {} = {:<7} {:>5}  {}{}{}",
                 t.number,
@@ -264,10 +272,10 @@ impl Progress {
             } else {
                 running.join(", ")
             },
-            study
-                .best
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), |b| format!("{:.4} (#{})", b.value, b.number))
+            study.best.as_ref().map_or_else(
+                || "-".to_owned(),
+                |b| format!("{:.4} (#{})", b.value, b.number)
+            )
         );
         if self.tty {
             eprint!("{line}");

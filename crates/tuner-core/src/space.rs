@@ -65,6 +65,9 @@ pub struct TrainerSpec {
     /// Train on only the first N training images (quick studies).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<u32>,
+    /// Validate on only the first N validation images (quick studies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

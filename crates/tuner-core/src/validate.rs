@@ -322,6 +322,7 @@ impl Validator {
                 epochs: None,
                 validation_split: None,
                 train_limit: None,
+                val_limit: None,
             }),
         };
         let budget = self
@@ -386,7 +387,13 @@ impl Validator {
         let map = self.object(
             "trainer",
             v,
-            &["kind", "epochs", "validation_split", "train_limit"],
+            &[
+                "kind",
+                "epochs",
+                "validation_split",
+                "train_limit",
+                "val_limit",
+            ],
         )?;
         let kind = self.required("trainer", map, "kind").and_then(|v| {
             self.choice(
@@ -419,18 +426,21 @@ impl Validator {
             },
             None => Some(None),
         };
-        let train_limit = match map.get("train_limit") {
+        let mut limit = |key: &str| match map.get(key) {
             Some(_) => Some(
-                self.bounded_int("trainer", map, "train_limit", 1, i64::from(u32::MAX), None)
+                self.bounded_int("trainer", map, key, 1, i64::from(u32::MAX), None)
                     .map(|e| e as u32),
             ),
             None => Some(None),
         };
+        let train_limit = limit("train_limit");
+        let val_limit = limit("val_limit");
         Some(TrainerSpec {
             kind: kind?,
             epochs: epochs?,
             validation_split: validation_split?,
             train_limit: train_limit?,
+            val_limit: val_limit?,
         })
     }
 

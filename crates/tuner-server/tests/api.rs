@@ -673,12 +673,32 @@ async fn built_in_trainer_studies_may_only_tune_what_the_trainer_knows() {
              conv_filters: {type: int, min: 16, max: 64}\nfixed: {conv2_filters: 0}\n",
         )
         .await;
-    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_search_space");
+    assert_error(
+        &bad,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_search_space",
+    );
     let details = bad.body["error"]["details"].as_array().unwrap();
-    let paths: Vec<&str> = details.iter().map(|d| d["path"].as_str().unwrap()).collect();
-    assert!(paths.iter().any(|p| p.starts_with("parameters.kernel_size")), "{paths:?}");
-    assert!(paths.iter().any(|p| p.starts_with("parameters.conv_filters")), "{paths:?}");
-    assert!(paths.iter().any(|p| p.starts_with("fixed.conv2_filters")), "{paths:?}");
+    let paths: Vec<&str> = details
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("parameters.kernel_size")),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("parameters.conv_filters")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.starts_with("fixed.conv2_filters")),
+        "{paths:?}"
+    );
     // An external trainer may tune anything.
     s.create(&space(2, 1, "")).await;
     s.create(BUILTIN_SPACE).await;

@@ -99,13 +99,15 @@ impl DataSummary {
 }
 
 impl FashionMnist {
-    /// Loads from `dir` if given, else from the first of `$FASHION_MNIST_DIR`,
-    /// `/usr/share/datasets/fashion-mnist` and `./data` that holds all four files.
+    /// Loads from `dir` if given (and only there: a folder the user named that lacks
+    /// the files is an error, not a cue to use other data), else from the first of
+    /// `$FASHION_MNIST_DIR`, `/usr/share/datasets/fashion-mnist` and `./data` that holds
+    /// all four files.
     pub fn load(dir: Option<&Path>) -> Result<FashionMnist, TrainError> {
-        let mut places: Vec<PathBuf> = Vec::new();
         if let Some(dir) = dir {
-            places.push(dir.to_path_buf());
+            return Self::load_from_first(&[dir.to_path_buf()]);
         }
+        let mut places: Vec<PathBuf> = Vec::new();
         if let Some(env) = std::env::var_os(DIR_ENV).filter(|v| !v.is_empty()) {
             places.push(PathBuf::from(env));
         }

@@ -53,7 +53,12 @@ pub fn train_options(trial: &LeasedTrial, config: &CnnConfig) -> TrainOptions {
     let trainer = &trial.trainer;
     let epochs = config
         .epochs
-        .or_else(|| trainer.get("epochs").and_then(Value::as_u64).map(|e| e as u32))
+        .or_else(|| {
+            trainer
+                .get("epochs")
+                .and_then(Value::as_u64)
+                .map(|e| e as u32)
+        })
         .unwrap_or(DEFAULT_EPOCHS);
     let seed = match trial.config.get("seed") {
         Some(ParamValue::Int(s)) => *s as u64,
@@ -70,17 +75,17 @@ pub fn train_options(trial: &LeasedTrial, config: &CnnConfig) -> TrainOptions {
             .get("train_limit")
             .and_then(Value::as_u64)
             .map(|n| n as usize),
+        val_limit: trainer
+            .get("val_limit")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize),
         ..TrainOptions::default()
     }
 }
 
 /// Epoch metrics as the server stores them.
 pub fn epoch_map(m: &EpochMetrics) -> Map<String, Value> {
-    let mut map: Map<String, Value> = m
-        .named()
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
+    let mut map: Map<String, Value> = m.named().into_iter().map(|(k, v)| (k, json!(v))).collect();
     map.insert("train_seconds".into(), json!(m.train_seconds));
     map.insert("images_per_second".into(), json!(m.images_per_second));
     map

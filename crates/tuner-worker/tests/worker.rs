@@ -303,3 +303,111 @@ async fn a_worker_rides_out_a_server_restart() {
             .all(|t| t.state == TrialState::Completed && t.attempts == 1)
     );
 }
+
+/// A real built-in-trainer study on a slice of the real Fashion-MNIST (CI installs
+/// `dataset-fashion-mnist`).
+const CNN_SPACE: &str = "version: 1\nname: cnn-worker\nobjective: {metric: val_accuracy, direction: maximize}\n\
+    trainer: {kind: fashion-mnist-cnn, epochs: 1, train_limit: 1200, val_limit: 600}\n\
+    budget: {max_trials: 2, parallelism: 1, max_consecutive_failures: 2}\n\
+    parameters:\n  conv1_filters: {type: int, min: 8, max: 16, step: 8}\n  \
+    learning_rate: {type: float, min: 1.0e-3, max: 3.0e-3, log: true}\n\
+    fixed: {conv2_filters: 16, dense_units: 32, batch_size: 64}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cnn_worker_trains_a_small_study_on_fashion_mnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _server) = serve(
+        &dir.path().join("cnn.db"),
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let client = ApiClient::new(&url);
+    let study = client
+        .create_study(CNN_SPACE, DocFormat::Yaml)
+        .await
+        .unwrap();
+    let runner = Arc::new(tuner_worker::CnnRunner::new(None));
+    let (w, _) = worker(&url, runner, Some(study.id));
+    let summary = w.run().await.unwrap();
+    assert_eq!(summary.completed, 2, "{summary:?}");
+
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    for t in &trials {
+        assert_eq!(t.state, TrialState::Completed, "{t:?}");
+        let acc = t.value.unwrap();
+        assert!(
+            acc > 0.5,
+            "learning happens: val_accuracy {acc} (chance is 0.1)"
+        );
+        assert_eq!(t.intermediate.len(), 1);
+        let m = t.metrics.as_ref().unwrap();
+        for key in [
+            "loss",
+            "accuracy",
+            "val_loss",
+            "val_precision",
+            "val_recall",
+            "val_auc",
+        ] {
+            assert!(m[key].is_number(), "missing {key} in {m}");
+        }
+        assert_eq!(m["val_images"], 600);
+        let cm = m["confusion_matrix"].as_array().unwrap();
+        assert_eq!(cm.len(), 10);
+        let total: u64 = cm
+            .iter()
+            .flat_map(|row| row.as_array().unwrap())
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            total, 600,
+            "the confusion matrix covers the validation images"
+        );
+    }
+    assert_eq!(
+        client.get_study(study.id).await.unwrap().state,
+        StudyState::Completed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_data_fails_trials_with_the_reason_and_then_the_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _server) = serve(
+        &dir.path().join("nodata.db"),
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let client = ApiClient::new(&url);
+    let study = client
+        .create_study(CNN_SPACE, DocFormat::Yaml)
+        .await
+        .unwrap();
+    let empty = dir.path().join("no-data-here");
+    std::fs::create_dir_all(&empty).unwrap();
+    let runner = Arc::new(tuner_worker::CnnRunner::new(Some(empty.clone())));
+    let (w, _) = worker(&url, runner, Some(study.id));
+    let summary = w.run().await.unwrap();
+    assert_eq!((summary.completed, summary.failed), (0, 2));
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    for t in &trials {
+        assert_eq!(t.state, TrialState::Failed);
+        assert_eq!(t.value, None);
+        let reason = t.failure_reason.as_deref().unwrap();
+        assert!(reason.contains("Fashion-MNIST not found"), "{reason}");
+        assert!(
+            reason.contains(&empty.display().to_string()),
+            "names where it looked: {reason}"
+        );
+    }
+    let study = client.get_study(study.id).await.unwrap();
+    assert_eq!(study.state, StudyState::Failed);
+    assert!(
+        study
+            .state_reason
+            .unwrap()
+            .contains("2 trials in a row failed")
+    );
+}
