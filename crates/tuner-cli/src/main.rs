@@ -123,6 +123,9 @@ enum Command {
         /// Train on only the first N training images.
         #[arg(long)]
         train_limit: Option<usize>,
+        /// Validate on only the first N validation images.
+        #[arg(long)]
+        val_limit: Option<usize>,
         /// End with one JSON line: val_accuracy, test_accuracy, test metrics, history.
         #[arg(long)]
         json: bool,
@@ -310,6 +313,7 @@ async fn run(cli: Cli) -> Result<()> {
             seed,
             validation_split,
             train_limit,
+            val_limit,
             json,
             save,
             data_dir,
@@ -320,6 +324,7 @@ async fn run(cli: Cli) -> Result<()> {
                 seed,
                 validation_split,
                 train_limit,
+                val_limit,
                 json,
                 save,
                 data_dir,

@@ -61,6 +61,7 @@ pub struct TrainArgs {
     pub seed: u64,
     pub validation_split: f64,
     pub train_limit: Option<usize>,
+    pub val_limit: Option<usize>,
     pub json: bool,
     pub save: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
@@ -156,6 +157,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         validation_split: args.validation_split,
         train_limit: args.train_limit,
+        val_limit: args.val_limit,
         ..TrainOptions::default()
     };
     eprintln!(

@@ -369,3 +369,118 @@ fn the_python_worker_from_the_readme_drives_a_study() {
     assert_eq!(study["counts"]["completed"], 30);
     assert!(study["best"]["value"].as_f64().unwrap() < 10.0);
 }
+
+#[test]
+fn tune_runs_a_built_in_study_end_to_end_and_exports_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nname: tiny-cnn\nobjective: {metric: val_accuracy, direction: maximize}\n\
+         trainer: {kind: fashion-mnist-cnn, epochs: 1, train_limit: 800, val_limit: 400}\n\
+         budget: {max_trials: 3, parallelism: 2}\n\
+         parameters:\n  conv1_filters: {type: categorical, values: [8, 16]}\n  \
+         learning_rate: {type: float, min: 1.0e-3, max: 3.0e-3}\n\
+         fixed: {conv2_filters: 16, dense_units: 32, batch_size: 64}\n",
+    )
+    .unwrap();
+    let best = dir.path().join("best.yaml");
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["tune", "tiny.yaml", "--db", "tune.db", "-o", "best.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("study 1 completed"), "{err}");
+    assert_eq!(err.matches("completed val_accuracy").count(), 3, "{err}");
+    let config: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&best).unwrap()).unwrap();
+    assert_eq!(config["conv2_filters"], 16, "fixed values are exported");
+    assert!(config["conv1_filters"].is_number());
+    assert_eq!(
+        serde_yaml_ng::from_str::<serde_json::Value>(&stdout(&out)).unwrap(),
+        config,
+        "the best config is printed too"
+    );
+
+    // What `best` exported trains with `train`; `--json` ends with one JSON line.
+    let out = Command::new(BIN)
+        .args(["train", "--config"])
+        .arg(&best)
+        .args([
+            "--epochs",
+            "1",
+            "--seed",
+            "3",
+            "--train-limit",
+            "1000",
+            "--val-limit",
+            "500",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = stdout(&out).lines().last().unwrap().to_owned();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert!(v["val_accuracy"].as_f64().unwrap() > 0.5, "{v}");
+    assert!(v["test_accuracy"].as_f64().unwrap() > 0.5, "{v}");
+    assert_eq!(v["history"].as_array().unwrap().len(), 1);
+    assert_eq!(v["test_confusion_matrix"].as_array().unwrap().len(), 10);
+    assert!(
+        stderr(&out).contains("Epoch 1"),
+        "a Keras-style log: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn tune_and_train_explain_missing_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["train", "--epochs", "1", "--data-dir", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Fashion-MNIST not found") && err.contains("nowhere"),
+        "{err}"
+    );
+    assert!(
+        err.contains("apt-get install dataset-fashion-mnist"),
+        "{err}"
+    );
+
+    let space = repo_root().join("search-spaces/quick-demo.yaml");
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["tune", space.to_str().unwrap(), "--data-dir", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Fashion-MNIST not found"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !dir.path().join("tuner.db").exists(),
+        "nothing started before the check"
+    );
+}
+
+#[test]
+fn data_describes_the_dataset() {
+    let out = Command::new(BIN).arg("data").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("60000 train, 10000 test"), "{text}");
+    assert_eq!(
+        text.matches(" 7000").count(),
+        10,
+        "7,000 images per class: {text}"
+    );
+}
