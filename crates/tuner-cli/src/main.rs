@@ -420,9 +420,8 @@ async fn run(cli: Cli) -> Result<()> {
                     std::fs::write(&path, text)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     eprintln!(
-                        "trial #{} ({} = {}) written to {}",
+                        "trial #{} (value {}) written to {}",
                         best.trial.number,
-                        "value",
                         best.trial.value.unwrap_or(f64::NAN),
                         path.display()
                     );

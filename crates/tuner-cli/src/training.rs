@@ -70,12 +70,11 @@ pub struct TrainArgs {
 /// A Keras-style log: a progress bar per epoch on a terminal, one line per epoch.
 struct KerasLog {
     tty: bool,
-    quiet: bool,
 }
 
 impl TrainObserver for KerasLog {
     fn on_batch(&mut self, p: &BatchProgress) -> EpochControl {
-        if self.tty && !self.quiet && (p.batch % 10 == 0 || p.batch == p.batches) {
+        if self.tty && (p.batch.is_multiple_of(10) || p.batch == p.batches) {
             let width = 30;
             let filled = width * p.batch / p.batches.max(1);
             eprint!(
@@ -95,9 +94,6 @@ impl TrainObserver for KerasLog {
     }
 
     fn on_epoch(&mut self, m: &EpochMetrics) -> EpochControl {
-        if self.quiet {
-            return EpochControl::Continue;
-        }
         if self.tty {
             eprint!("\r\x1b[2K");
         }
@@ -169,7 +165,6 @@ pub fn train(args: TrainArgs) -> Result<()> {
     );
     let mut log = KerasLog {
         tty: std::io::stderr().is_terminal(),
-        quiet: false,
     };
     let outcome = tuner_train::train(&config, &data, &options, &mut log)?;
     let test = tuner_train::evaluate(&outcome.model, &data.test, 1000)?;

@@ -1,15 +1,21 @@
 //! tuner-optim: samplers that propose the next configuration of a study.
 //!
-//! Owns the [`Sampler`] trait, [`RandomSampler`] and the [`conformance`] suite every
-//! sampler must pass. A sampler is stateless: it is rebuilt from the study's trials
+//! Owns the [`Sampler`] trait, [`RandomSampler`], [`GpSampler`] (Gaussian-process
+//! Bayesian optimization, with [`parameter_importance`]) and the [`conformance`] suite
+//! every sampler must pass. A sampler is stateless: it is rebuilt from the study's trials
 //! on every request (completed, pruned, failed and in-flight), so it never sees the
 //! store, the HTTP layer, or a clock.
 //!
 //! Must not depend on other tuner crates than `tuner-core`, nor on async or I/O.
 
+mod coder;
 pub mod conformance;
+mod gp;
+mod gp_sampler;
 mod random;
+mod sobol;
 
+pub use gp_sampler::{GpConfig, GpSampler, PendingStrategy, parameter_importance};
 pub use random::RandomSampler;
 
 use std::collections::HashSet;

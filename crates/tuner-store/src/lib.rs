@@ -14,7 +14,8 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use records::{
-    EpochRecord, Finish, LeaseGrant, NewStudy, ReapedTrial, StudyRecord, TrialCounts, TrialRecord,
+    EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, StudyRecord, TrialCounts,
+    TrialRecord,
 };
 pub use sqlite::{MIGRATOR, SqliteStore};
 
@@ -73,9 +74,7 @@ pub trait Store: Send + Sync + 'static {
         token: &str,
         now: i64,
         expires_at: i64,
-        epoch: u32,
-        value: Option<f64>,
-        metrics: &serde_json::Value,
+        report: &NewEpoch,
     ) -> Result<TrialRecord>;
     /// Finishes a running trial for its lease holder.
     async fn finish_trial(

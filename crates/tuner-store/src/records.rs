@@ -53,6 +53,15 @@ pub struct EpochRecord {
     pub reported_at: i64,
 }
 
+/// One epoch's report from a worker.
+#[derive(Debug, Clone)]
+pub struct NewEpoch {
+    pub epoch: u32,
+    /// The objective at this epoch, if the report had it.
+    pub value: Option<f64>,
+    pub metrics: serde_json::Value,
+}
+
 /// A lease to hand out.
 #[derive(Debug, Clone)]
 pub struct LeaseGrant {

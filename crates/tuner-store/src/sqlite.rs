@@ -11,8 +11,8 @@ use sqlx::{
 use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState, config_key};
 
 use crate::{
-    EpochRecord, Finish, LeaseGrant, NewStudy, ReapedTrial, Result, Store, StoreError, StudyRecord,
-    TrialCounts, TrialRecord,
+    EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, Result, Store, StoreError,
+    StudyRecord, TrialCounts, TrialRecord,
 };
 
 /// The schema, from the workspace's `migrations/` folder, embedded at build time.
@@ -401,9 +401,7 @@ impl Store for SqliteStore {
         token: &str,
         now: i64,
         expires_at: i64,
-        epoch: u32,
-        value: Option<f64>,
-        metrics: &serde_json::Value,
+        report: &NewEpoch,
     ) -> Result<TrialRecord> {
         let mut tx = self.writer.begin().await?;
         // The first statement writes, so the transaction takes the write lock at once
@@ -414,7 +412,7 @@ impl Store for SqliteStore {
              RETURNING {TRIAL_COLUMNS}"
         ))
         .bind(expires_at)
-        .bind(i64::from(epoch))
+        .bind(i64::from(report.epoch))
         .bind(trial.0)
         .bind(token)
         .bind(now)
@@ -431,9 +429,9 @@ impl Store for SqliteStore {
                  value = excluded.value, metrics = excluded.metrics, reported_at = excluded.reported_at",
         )
         .bind(trial.0)
-        .bind(i64::from(epoch))
-        .bind(value)
-        .bind(to_json_text(metrics)?)
+        .bind(i64::from(report.epoch))
+        .bind(report.value)
+        .bind(to_json_text(&report.metrics)?)
         .bind(now)
         .execute(&mut *tx)
         .await?;

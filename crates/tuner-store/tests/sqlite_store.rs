@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tuner_core::{Direction, ParamValue, Params, StudyId, StudyState, TrialId, TrialState};
-use tuner_store::{Finish, LeaseGrant, NewStudy, SqliteStore, Store, StoreError};
+use tuner_store::{Finish, LeaseGrant, NewEpoch, NewStudy, SqliteStore, Store, StoreError};
 
 async fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -33,6 +33,14 @@ fn grant(token: &str, now: i64, ttl: i64) -> LeaseGrant {
         worker: Some("w".into()),
         now,
         expires_at: now + ttl,
+    }
+}
+
+fn epoch(epoch: u32, value: f64, metrics: serde_json::Value) -> NewEpoch {
+    NewEpoch {
+        epoch,
+        value: Some(value),
+        metrics,
     }
 }
 
@@ -156,9 +164,7 @@ async fn only_the_lease_holder_may_touch_a_running_trial() {
             "good",
             4_000,
             6_000,
-            1,
-            Some(0.4),
-            &json!({"acc": 0.4}),
+            &epoch(1, 0.4, json!({"acc": 0.4})),
         )
         .await
         .unwrap();
@@ -169,9 +175,7 @@ async fn only_the_lease_holder_may_touch_a_running_trial() {
             "good",
             4_100,
             6_000,
-            1,
-            Some(0.45),
-            &json!({"acc": 0.45}),
+            &epoch(1, 0.45, json!({"acc": 0.45})),
         )
         .await
         .unwrap();
@@ -197,7 +201,7 @@ async fn only_the_lease_holder_may_touch_a_running_trial() {
     ));
     assert!(matches!(
         store
-            .report_epoch(t.id, "good", 5_001, 9_000, 2, Some(0.1), &json!({}))
+            .report_epoch(t.id, "good", 5_001, 9_000, &epoch(2, 0.1, json!({})))
             .await,
         Err(StoreError::NotRunning { .. })
     ));

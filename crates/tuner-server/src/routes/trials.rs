@@ -11,7 +11,7 @@ use tuner_api::{
     LEASE_TOKEN_HEADER, ReleaseRequest, ReportRequest, ReportResponse, Trial,
 };
 use tuner_core::{Problem, StudyId, TrainerKind, TrialId, TrialState};
-use tuner_store::Finish;
+use tuner_store::{Finish, NewEpoch};
 
 use super::{body_bytes, parse_id, parse_json};
 use crate::{
@@ -181,9 +181,11 @@ pub async fn report(
             &token,
             now,
             expires_at,
-            req.epoch,
-            value,
-            &Value::Object(req.metrics),
+            &NewEpoch {
+                epoch: req.epoch,
+                value,
+                metrics: Value::Object(req.metrics),
+            },
         )
         .await?;
     let (action, reason) = scheduler::after_report(&state, &trial, req.epoch, value).await?;
