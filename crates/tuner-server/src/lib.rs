@@ -8,6 +8,7 @@
 //! depend on the trainer (workers reach it over HTTP like anyone else).
 
 mod error;
+mod history;
 mod routes;
 mod scheduler;
 mod views;
@@ -58,6 +59,8 @@ struct Inner {
     /// One lock per study serializes `ask`, so budget counting and trial numbering
     /// cannot race between concurrent workers.
     ask_locks: Mutex<HashMap<StudyId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Trial outcomes by study, kept current by every handler that changes a trial.
+    histories: history::Histories,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
                 config,
                 specs: Mutex::default(),
                 ask_locks: Mutex::default(),
+                histories: history::Histories::default(),
             }),
         }
     }
@@ -89,7 +93,12 @@ impl AppState {
         locks.entry(id).or_default().clone()
     }
 
+    fn histories(&self) -> &history::Histories {
+        &self.inner.histories
+    }
+
     fn forget_study(&self, id: StudyId) {
+        self.inner.histories.forget(id);
         self.inner
             .specs
             .lock()

@@ -9,7 +9,7 @@ use tuner_core::{
     Direction, OptimizerKind, Params, PrunerKind, StudyId, StudySpec, StudyState, TrainerKind,
     TrialId, TrialState, parse_spec_value,
 };
-use tuner_optim::{Observation, OptimError, Outcome, RandomSampler, Sampler, SuggestContext};
+use tuner_optim::{OptimError, RandomSampler, Sampler, SuggestContext};
 use tuner_store::{Finish, LeaseGrant, StudyRecord, TrialRecord};
 
 use crate::{ApiError, AppState, views};
@@ -126,21 +126,22 @@ pub async fn ask(
         now,
         expires_at: now + state.config().lease.as_millis() as i64,
     };
-    if let Some(trial) = state.store().lease_pending_trial(id, &grant).await? {
+    if counts.pending > 0
+        && let Some(trial) = state.store().lease_pending_trial(id, &grant).await?
+    {
         return Ok(leased(state, &record, &spec, trial));
     }
     if counts.spent() >= u64::from(spec.budget.max_trials) {
         return Ok(if counts.in_flight() > 0 {
             AskOutcome::Wait
         } else {
-            settle(state, id).await?;
+            settle(state, id, false).await?;
             AskOutcome::Done
         });
     }
 
-    let trials = state.store().trial_summaries(id).await?;
-    let history: Vec<Observation> = trials.iter().map(observation).collect();
-    let trial_number = trials.len() as u64;
+    let history = state.histories().snapshot(state.store(), id).await?;
+    let trial_number = history.len() as u64;
     let spec_for_sampler = spec.clone();
     let sampler = sampler_for(spec.optimizer.kind).ok_or_else(|| ApiError::Conflict {
         code: "optimizer_unavailable",
@@ -167,6 +168,7 @@ pub async fn ask(
                 .store()
                 .insert_leased_trial(id, &params, &grant)
                 .await?;
+            state.histories().record(&trial).await;
             tracing::info!(study = %id, trial = %trial.id, number = trial.number, "trial started");
             Ok(leased(state, &record, &spec, trial))
         }
@@ -210,26 +212,11 @@ pub async fn ask_any(
     Ok(AskOutcome::Wait)
 }
 
-fn observation(t: &TrialRecord) -> Observation {
-    let outcome = match t.state {
-        TrialState::Completed => match t.value {
-            Some(v) => Outcome::Completed(v),
-            None => Outcome::Failed,
-        },
-        TrialState::Pruned => Outcome::Pruned(t.value),
-        TrialState::Failed => Outcome::Failed,
-        TrialState::Pending | TrialState::Running => Outcome::Pending,
-    };
-    Observation {
-        params: t.params.clone(),
-        outcome,
-    }
-}
-
 /// Moves a running study to its end state once nothing more will happen in it:
 /// failed after too many failures in a row, completed once its budget is spent and
 /// nothing is in flight.
-pub async fn settle(state: &AppState, id: StudyId) -> Result<(), ApiError> {
+/// `after_failure`: a trial just failed, so the failure streak may have grown.
+pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Result<(), ApiError> {
     let record = match state.store().get_study(id).await {
         Ok(r) => r,
         // Deleted meanwhile: nothing to settle.
@@ -242,7 +229,11 @@ pub async fn settle(state: &AppState, id: StudyId) -> Result<(), ApiError> {
     let spec = spec_of(state, &record).await?;
     let now = views::now_ms();
     let limit = spec.budget.max_consecutive_failures;
-    let failures = state.store().consecutive_failures(id, limit).await?;
+    let failures = if after_failure {
+        state.store().consecutive_failures(id, limit).await?
+    } else {
+        0
+    };
     if failures >= limit {
         let reason = format!(
             "{failures} trials in a row failed (budget.max_consecutive_failures = {limit}); \
@@ -269,6 +260,7 @@ pub async fn settle(state: &AppState, id: StudyId) -> Result<(), ApiError> {
 /// Takes back expired leases and settles the studies they belong to.
 pub async fn reap_once(state: &AppState) -> Result<(), ApiError> {
     let reaped = state.store().reap_expired_leases(views::now_ms()).await?;
+    state.histories().record_reaped(&reaped).await;
     for r in &reaped {
         tracing::warn!(trial = %r.id, study = %r.study_id, state = %r.state, "lease expired");
     }
@@ -276,7 +268,10 @@ pub async fn reap_once(state: &AppState) -> Result<(), ApiError> {
     studies.sort();
     studies.dedup();
     for id in studies {
-        settle(state, id).await?;
+        let failed = reaped
+            .iter()
+            .any(|r| r.study_id == id && r.state == TrialState::Failed);
+        settle(state, id, failed).await?;
     }
     Ok(())
 }
@@ -342,7 +337,7 @@ pub async fn after_report(
         let reason = format!(
             "pruned at epoch {epoch}: {value} is worse than the median of finished trials at that epoch"
         );
-        state
+        let pruned = state
             .store()
             .finish_trial_unleased(
                 trial.id,
@@ -355,7 +350,8 @@ pub async fn after_report(
                 },
             )
             .await?;
-        settle(state, trial.study_id).await?;
+        state.histories().record(&pruned).await;
+        settle(state, trial.study_id, false).await?;
         return Ok((ReportAction::Stop, Some(reason)));
     }
     Ok((ReportAction::Continue, None))

@@ -230,7 +230,7 @@ async fn change_state(
         .await?;
     if to == StudyState::Running {
         // Resuming a study whose budget was already spent completes it at once.
-        settle(state, id).await?;
+        settle(state, id, true).await?;
     }
     Ok(Json(study_view(state, id, true).await?))
 }

@@ -233,7 +233,8 @@ pub async fn complete_trial(
         )
         .await?;
     tracing::info!(trial = %id, value, "trial completed");
-    scheduler::settle(&state, trial.study_id).await?;
+    state.histories().record(&trial).await;
+    scheduler::settle(&state, trial.study_id, false).await?;
     Ok(Json(views::trial(&trial)))
 }
 
@@ -269,7 +270,8 @@ pub async fn fail_trial(
         )
         .await?;
     tracing::warn!(trial = %id, %reason, "trial failed");
-    scheduler::settle(&state, trial.study_id).await?;
+    state.histories().record(&trial).await;
+    scheduler::settle(&state, trial.study_id, true).await?;
     Ok(Json(views::trial(&trial)))
 }
 
@@ -286,6 +288,7 @@ pub async fn release_trial(
         .store()
         .release_trial(id, &token, views::now_ms())
         .await?;
+    state.histories().record(&trial).await;
     tracing::info!(trial = %id, "trial released back to the queue");
     Ok(Json(views::trial(&trial)))
 }

@@ -1,0 +1,114 @@
+//! An in-memory copy of each study's trial outcomes, for the sampler.
+//!
+//! The server is the database's only writer, so after loading a study's trials once
+//! it can keep their outcomes current itself instead of re-reading every trial on
+//! every ask (which made `ask` O(trials)). A study's entry is loaded under its lock and
+//! every change is applied under the same lock after it is committed, so a load can
+//! never overwrite a newer outcome with an older one.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tuner_core::{StudyId, TrialId, TrialState};
+use tuner_optim::{Observation, Outcome};
+use tuner_store::{ReapedTrial, Store, StoreError, TrialRecord};
+
+#[derive(Default)]
+pub struct Histories {
+    studies: Mutex<HashMap<StudyId, Arc<tokio::sync::Mutex<Option<StudyHistory>>>>>,
+}
+
+#[derive(Clone)]
+struct StudyHistory {
+    index: HashMap<TrialId, usize>,
+    /// Shared with a running sampler; copied only if changed while one holds it.
+    observations: Arc<Vec<Observation>>,
+}
+
+/// What a trial means to a sampler.
+pub fn observation(t: &TrialRecord) -> Observation {
+    Observation {
+        params: t.params.clone(),
+        outcome: outcome(t.state, t.value),
+    }
+}
+
+fn outcome(state: TrialState, value: Option<f64>) -> Outcome {
+    match state {
+        TrialState::Completed => value.map_or(Outcome::Failed, Outcome::Completed),
+        TrialState::Pruned => Outcome::Pruned(value),
+        TrialState::Failed => Outcome::Failed,
+        TrialState::Pending | TrialState::Running => Outcome::Pending,
+    }
+}
+
+impl Histories {
+    fn entry(&self, id: StudyId) -> Arc<tokio::sync::Mutex<Option<StudyHistory>>> {
+        let mut studies = self.studies.lock().unwrap_or_else(|e| e.into_inner());
+        studies.entry(id).or_default().clone()
+    }
+
+    /// Every trial of the study, in number order.
+    pub async fn snapshot(
+        &self,
+        store: &dyn Store,
+        id: StudyId,
+    ) -> Result<Arc<Vec<Observation>>, StoreError> {
+        let entry = self.entry(id);
+        let mut guard = entry.lock().await;
+        if guard.is_none() {
+            let trials = store.trial_summaries(id).await?;
+            *guard = Some(StudyHistory {
+                index: trials.iter().enumerate().map(|(i, t)| (t.id, i)).collect(),
+                observations: Arc::new(trials.iter().map(observation).collect()),
+            });
+        }
+        Ok(guard
+            .as_ref()
+            .map(|h| h.observations.clone())
+            .unwrap_or_default())
+    }
+
+    /// Applies a trial's committed state (a new trial is appended).
+    pub async fn record(&self, trial: &TrialRecord) {
+        self.apply(trial.study_id, trial.id, || observation(trial))
+            .await;
+    }
+
+    /// Applies the outcome of leases the reaper took back.
+    pub async fn record_reaped(&self, reaped: &[ReapedTrial]) {
+        for r in reaped {
+            let entry = self.entry(r.study_id);
+            let mut guard = entry.lock().await;
+            if let Some(h) = guard.as_mut()
+                && let Some(&i) = h.index.get(&r.id)
+            {
+                Arc::make_mut(&mut h.observations)[i].outcome = outcome(r.state, None);
+            }
+        }
+    }
+
+    async fn apply(&self, study: StudyId, trial: TrialId, make: impl FnOnce() -> Observation) {
+        let entry = self.entry(study);
+        let mut guard = entry.lock().await;
+        // Not loaded yet: the next load reads the committed state.
+        let Some(h) = guard.as_mut() else { return };
+        let observations = Arc::make_mut(&mut h.observations);
+        match h.index.get(&trial) {
+            Some(&i) => observations[i] = make(),
+            None => {
+                h.index.insert(trial, observations.len());
+                observations.push(make());
+            }
+        }
+    }
+
+    pub fn forget(&self, id: StudyId) {
+        self.studies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
