@@ -112,3 +112,100 @@ impl Histories {
             .remove(&id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tuner_core::{Direction, ParamValue, Params};
+    use tuner_store::{Finish, LeaseGrant, NewStudy, SqliteStore};
+
+    use super::*;
+
+    fn grant(token: &str, now: i64) -> LeaseGrant {
+        LeaseGrant {
+            token: token.into(),
+            worker: None,
+            now,
+            expires_at: now + 100,
+        }
+    }
+
+    /// After any sequence of changes recorded as the handlers do, the cached history
+    /// equals a fresh load from the database.
+    #[tokio::test]
+    async fn recorded_changes_match_a_fresh_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("h.db")).await.unwrap();
+        let study = store
+            .create_study(
+                NewStudy {
+                    name: "h".into(),
+                    spec: json!({}),
+                    direction: Direction::Maximize,
+                    max_retries: 0,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let histories = Histories::default();
+        assert!(
+            histories
+                .snapshot(&store, study.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let mut trials = Vec::new();
+        for i in 0..4 {
+            let mut p = Params::new();
+            p.insert("x".into(), ParamValue::Int(i));
+            let t = store
+                .insert_leased_trial(study.id, &p, &grant(&format!("t{i}"), 0))
+                .await
+                .unwrap();
+            histories.record(&t).await;
+            trials.push(t);
+        }
+        let held_by_a_sampler = histories.snapshot(&store, study.id).await.unwrap();
+        let finish = |state, value| Finish {
+            state,
+            value,
+            metrics: None,
+            reason: Some("r".into()),
+        };
+        let done = store
+            .finish_trial(
+                trials[0].id,
+                "t0",
+                10,
+                finish(TrialState::Completed, Some(0.5)),
+            )
+            .await
+            .unwrap();
+        histories.record(&done).await;
+        let failed = store
+            .finish_trial(trials[1].id, "t1", 10, finish(TrialState::Failed, None))
+            .await
+            .unwrap();
+        histories.record(&failed).await;
+        let reaped = store.reap_expired_leases(1_000).await.unwrap();
+        assert_eq!(reaped.len(), 2);
+        histories.record_reaped(&reaped).await;
+
+        let cached = histories.snapshot(&store, study.id).await.unwrap();
+        let fresh = Histories::default()
+            .snapshot(&store, study.id)
+            .await
+            .unwrap();
+        assert_eq!(cached, fresh);
+        assert_eq!(cached[0].outcome, Outcome::Completed(0.5));
+        assert_eq!(cached[3].outcome, Outcome::Failed, "out of retries");
+        // A sampler's snapshot is not changed under it.
+        assert!(
+            held_by_a_sampler
+                .iter()
+                .all(|o| o.outcome == Outcome::Pending)
+        );
+    }
+}
