@@ -484,3 +484,62 @@ fn data_describes_the_dataset() {
         "7,000 images per class: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_trial_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("kill.db"), &["--lease-seconds", "1"]);
+    let client = server.client();
+    let study = client
+        .create_study(
+            "version: 1\nname: kill-worker\nobjective: {metric: val_accuracy, direction: maximize}\n\
+             trainer: {kind: fashion-mnist-cnn, epochs: 2, train_limit: 1500, val_limit: 300}\n\
+             budget: {max_trials: 2, parallelism: 1}\n\
+             parameters:\n  learning_rate: {type: float, min: 1.0e-3, max: 3.0e-3}\n\
+             fixed: {conv1_filters: 8, conv2_filters: 16, dense_units: 32, batch_size: 32}\n",
+            DocFormat::Yaml,
+        )
+        .await
+        .unwrap();
+    let spawn_worker = || {
+        Command::new(BIN)
+            .args([
+                "--server",
+                &server.url,
+                "worker",
+                "--study",
+                &study.id.to_string(),
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut doomed = spawn_worker();
+    // Kill it as soon as its first trial is running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let trials = client.list_trials(study.id).await.unwrap().trials;
+        if trials.iter().any(|t| t.state == TrialState::Running) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no trial started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    let mut rescuer = spawn_worker();
+    assert!(rescuer.wait().unwrap().success());
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    assert_eq!(trials.len(), 2, "{trials:?}");
+    assert!(trials.iter().all(|t| t.state == TrialState::Completed));
+    assert_eq!(
+        trials[0].attempts, 2,
+        "the killed worker's trial was run again"
+    );
+    assert_eq!(trials[1].attempts, 1);
+    assert_eq!(
+        client.get_study(study.id).await.unwrap().state,
+        StudyState::Completed
+    );
+}
