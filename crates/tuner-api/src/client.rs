@@ -66,6 +66,7 @@ impl ClientError {
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 /// A study document in the syntax it was written in.
@@ -81,6 +82,20 @@ impl ApiClient {
         Self {
             base,
             http: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
         }
     }
 
@@ -95,7 +110,7 @@ impl ApiClient {
         body: Option<(Vec<u8>, &'static str)>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
+        let mut req = self.authorized(self.http.request(method, &url));
         if let Some((bytes, content_type)) = body {
             req = req.header("content-type", content_type).body(bytes);
         }
@@ -199,8 +214,7 @@ impl ApiClient {
             source,
         };
         let resp = self
-            .http
-            .post(&url)
+            .authorized(self.http.post(&url))
             .header("content-type", "application/json")
             .body(body)
             .send()

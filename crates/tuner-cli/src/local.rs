@@ -25,6 +25,7 @@ impl LocalWorkers {
         count: usize,
         study: Option<StudyId>,
         data_dir: Option<&PathBuf>,
+        token: Option<&str>,
     ) -> Result<Self> {
         let exe = std::env::current_exe().context("cannot find the tuner-cli executable")?;
         let threads = threads_per_worker(count);
@@ -48,6 +49,10 @@ impl LocalWorkers {
             cmd.env("RAYON_NUM_THREADS", threads.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
+            match token {
+                Some(t) => cmd.env("TUNER_TOKEN", t),
+                None => cmd.env_remove("TUNER_TOKEN"),
+            };
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "warn");
             }

@@ -41,6 +41,9 @@ struct Cli {
         default_value = "http://127.0.0.1:8470"
     )]
     server: String,
+    /// Shared secret: `serve` requires it on every request; clients and workers send it.
+    #[arg(long, global = true, env = "TUNER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +67,9 @@ enum Command {
         /// Start this many local built-in worker processes.
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Listen on a non-loopback address without a --token (trusted networks only).
+        #[arg(long)]
+        allow_no_token: bool,
         /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -257,7 +263,7 @@ pub(crate) fn read_doc(path: &std::path::Path) -> Result<String> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let client = ApiClient::new(&cli.server);
+    let client = ApiClient::new(&cli.server).with_token(cli.token.clone());
     match cli.command {
         Command::Serve {
             addr,
@@ -265,10 +271,18 @@ async fn run(cli: Cli) -> Result<()> {
             lease_seconds,
             max_body_bytes,
             workers,
+            allow_no_token,
             data_dir,
         } => {
             if !(lease_seconds.is_finite() && lease_seconds > 0.0) {
                 bail!("--lease-seconds must be a positive number");
+            }
+            if !addr.ip().is_loopback() && cli.token.is_none() && !allow_no_token {
+                bail!(
+                    "refusing to listen on {addr} without a token: anyone who can reach it could \
+                     create, read and delete studies. Set --token (or TUNER_TOKEN), or pass \
+                     --allow-no-token on a trusted network"
+                );
             }
             serve(
                 addr,
@@ -276,6 +290,7 @@ async fn run(cli: Cli) -> Result<()> {
                 ServerConfig {
                     lease: Duration::from_secs_f64(lease_seconds),
                     max_body_bytes,
+                    token: cli.token.clone(),
                 },
                 workers,
                 data_dir,
@@ -515,6 +530,7 @@ async fn serve(
         .await
         .with_context(|| format!("cannot open the database {}", db.display()))?;
     let reap_every = (config.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let config_token = config.token.clone();
     let state = AppState::new(Arc::new(store.clone()), config);
     // Leases that ran out while the server was down are taken back now.
     tuner_server::reap_once(&state)
@@ -539,6 +555,7 @@ async fn serve(
             workers,
             None,
             data_dir.as_ref(),
+            config_token.as_deref(),
         )?)
     } else {
         None

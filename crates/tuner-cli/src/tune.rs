@@ -92,6 +92,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
             count,
             Some(study.id),
             args.data_dir.as_ref(),
+            None,
         )?)
     } else {
         eprintln!(

@@ -32,6 +32,7 @@ impl Server {
             .arg(db)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .env_remove("TUNER_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -73,6 +74,7 @@ impl Drop for Server {
 
 fn cli(server: &str, args: &[&str]) -> Output {
     Command::new(BIN)
+        .env_remove("TUNER_TOKEN")
         .arg("--server")
         .arg(server)
         .args(args)
@@ -541,5 +543,42 @@ async fn a_worker_killed_mid_trial_loses_nothing() {
     assert_eq!(
         client.get_study(study.id).await.unwrap().state,
         StudyState::Completed
+    );
+}
+
+#[test]
+fn tokens_are_required_when_set_and_open_addresses_need_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("auth.db"), &["--token", "s3cret"]);
+    let denied = Command::new(BIN)
+        .env_remove("TUNER_TOKEN")
+        .args(["--server", &server.url, "studies"])
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains("needs a token"),
+        "{}",
+        stderr(&denied)
+    );
+    let allowed = Command::new(BIN)
+        .env("TUNER_TOKEN", "s3cret")
+        .args(["--server", &server.url, "studies"])
+        .output()
+        .unwrap();
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+
+    // Refused before anything binds.
+    let open = Command::new(BIN)
+        .env_remove("TUNER_TOKEN")
+        .args(["serve", "--addr", "0.0.0.0:0", "--db"])
+        .arg(dir.path().join("open.db"))
+        .output()
+        .unwrap();
+    assert!(!open.status.success());
+    assert!(
+        stderr(&open).contains("without a token"),
+        "{}",
+        stderr(&open)
     );
 }

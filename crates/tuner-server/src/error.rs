@@ -24,6 +24,8 @@ pub enum ApiError {
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     LeaseMismatch(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -51,6 +53,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::LeaseMismatch(_) => (StatusCode::FORBIDDEN, "lease_mismatch"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

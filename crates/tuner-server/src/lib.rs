@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub lease: Duration,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// When set, every route but `/health` needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +43,7 @@ impl Default for ServerConfig {
         Self {
             lease: Duration::from_secs(60),
             max_body_bytes: 1 << 20,
+            token: None,
         }
     }
 }

@@ -703,3 +703,42 @@ async fn built_in_trainer_studies_may_only_tune_what_the_trainer_knows() {
     s.create(&space(2, 1, "")).await;
     s.create(BUILTIN_SPACE).await;
 }
+
+#[tokio::test]
+async fn a_token_guards_every_route_but_health() {
+    let s = TestServer::with_config(ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    })
+    .await;
+    assert_eq!(s.get("/health").await.status, StatusCode::OK);
+    assert_error(
+        &s.get("/studies").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let wrong = s
+        .send(
+            Request::get("/studies")
+                .header(header::AUTHORIZATION, "Bearer s3cre")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(&wrong, StatusCode::UNAUTHORIZED, "unauthorized");
+    // Unknown routes do not reveal themselves to strangers either.
+    assert_error(
+        &s.get("/nowhere").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let ok = s
+        .send(
+            Request::get("/studies")
+                .header(header::AUTHORIZATION, "Bearer s3cret")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+}

@@ -4,8 +4,10 @@ mod trials;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, rejection::BytesRejection},
-    http::StatusCode,
+    extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::Response,
     routing::{get, post},
 };
 use serde::de::DeserializeOwned;
@@ -41,7 +43,43 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// Refuses requests without the server's token, when it has one. `/health` stays
+/// open so load balancers and `tune` can probe it.
+async fn require_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(expected) = &state.config().token
+        && req.uri().path() != "/health"
+    {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return Err(ApiError::Unauthorized(
+                "this server needs a token: send `Authorization: Bearer <token>` (tuner-cli: --token or TUNER_TOKEN)".into(),
+            ));
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+/// Compares without stopping at the first difference, so timing reveals nothing
+/// about how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ x);
+    }
+    diff == 0
 }
 
 async fn health() -> Json<serde_json::Value> {
