@@ -8,7 +8,7 @@ use tuner_core::{StudyId, TrialId};
 
 use crate::{
     AskAnyRequest, AskRequest, AskResponse, Best, CompleteRequest, ErrorBody, ErrorDetail,
-    FailRequest, HeartbeatRequest, HeartbeatResponse, ReleaseRequest, ReportRequest,
+    FailRequest, HeartbeatRequest, HeartbeatResponse, Importance, ReleaseRequest, ReportRequest,
     ReportResponse, Study, StudyList, Trial, TrialList,
 };
 
@@ -177,6 +177,15 @@ impl ApiClient {
     pub async fn best(&self, id: StudyId) -> Result<Best, ClientError> {
         self.json(Method::GET, &format!("/studies/{id}/best"), None::<&()>)
             .await
+    }
+
+    pub async fn importance(&self, id: StudyId) -> Result<Importance, ClientError> {
+        self.json(
+            Method::GET,
+            &format!("/studies/{id}/importance"),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Study control: `stop`, `pause` or `resume`.

@@ -143,6 +143,25 @@ pub struct Best {
     pub config: Params,
 }
 
+/// `GET /studies/{id}/importance`: how much each parameter matters to the objective.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Importance {
+    pub study_id: StudyId,
+    /// How the figures were computed.
+    pub method: String,
+    /// Largest first; the importances sum to 1. Empty until enough trials completed.
+    pub parameters: Vec<ParamImportance>,
+    pub completed_trials: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParamImportance {
+    pub name: String,
+    pub importance: f64,
+}
+
 /// `POST /studies/{id}/ask` body (optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

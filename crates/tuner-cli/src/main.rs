@@ -182,6 +182,12 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// How much each parameter matters, from a GP fitted to the completed trials.
+    Importance {
+        id: StudyId,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a study: no new trials; running ones may finish.
     Stop { id: StudyId },
     /// Pause a study: no new trials until `resume`.
@@ -444,6 +450,15 @@ async fn run(cli: Cli) -> Result<()> {
                 None => print!("{text}"),
             }
             Ok(())
+        }
+        Command::Importance { id, json } => {
+            let importance = client.importance(id).await?;
+            if json {
+                output::print_json(&importance)
+            } else {
+                print!("{}", output::importance_text(&importance));
+                Ok(())
+            }
         }
         Command::Stop { id } => control(&client, id, "stop").await,
         Command::Pause { id } => control(&client, id, "pause").await,

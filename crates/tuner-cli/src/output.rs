@@ -162,3 +162,38 @@ pub fn trials_table(study: &Study, trials: &[Trial]) -> String {
     );
     out
 }
+
+pub fn importance_text(imp: &tuner_api::Importance) -> String {
+    let mut out = String::new();
+    if imp.parameters.is_empty() {
+        let _ = writeln!(
+            out,
+            "study {}: no importance yet ({} completed trials; {})",
+            imp.study_id,
+            imp.completed_trials,
+            imp.note.as_deref().unwrap_or("not enough data")
+        );
+        return out;
+    }
+    let width = imp
+        .parameters
+        .iter()
+        .map(|p| p.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    for p in &imp.parameters {
+        let bar = "#".repeat((p.importance * 40.0).round() as usize);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>5.1}%  {bar}",
+            p.name,
+            p.importance * 100.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "({} from {} completed trials)",
+        imp.method, imp.completed_trials
+    );
+    out
+}

@@ -370,6 +370,11 @@ fn the_python_worker_from_the_readme_drives_a_study() {
     assert_eq!(study["state"], "completed", "{study}");
     assert_eq!(study["counts"]["completed"], 30);
     assert!(study["best"]["value"].as_f64().unwrap() < 10.0);
+
+    let imp = cli(&server.url, &["importance", &id]);
+    assert!(imp.status.success(), "{}", stderr(&imp));
+    let text = stdout(&imp);
+    assert!(text.contains("x1") && text.contains("x2") && text.contains('%'), "{text}");
 }
 
 #[test]

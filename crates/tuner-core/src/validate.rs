@@ -331,7 +331,7 @@ impl Validator {
         let optimizer = match map.get("optimizer") {
             Some(v) => self.optimizer(v),
             None => Some(OptimizerSpec {
-                kind: OptimizerKind::Random,
+                kind: OptimizerKind::Gp,
                 initial_trials: 10,
                 seed: 0,
             }),

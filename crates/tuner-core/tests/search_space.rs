@@ -81,7 +81,7 @@ fn defaults_fill_optional_sections() {
     .unwrap();
     assert_eq!(spec.budget.parallelism, 1);
     assert_eq!(spec.budget.max_retries, 2);
-    assert_eq!(spec.optimizer.kind, tuner_core::OptimizerKind::Random);
+    assert_eq!(spec.optimizer.kind, tuner_core::OptimizerKind::Gp);
     assert_eq!(spec.trainer.kind, tuner_core::TrainerKind::External);
     assert!(spec.pruner.is_none());
 }

@@ -77,7 +77,10 @@ impl Coder {
                 let coding = match &p.domain {
                     Domain::Float { step: None, .. } => Coding::Continuous,
                     Domain::Int {
-                        log: true, min, max, ..
+                        log: true,
+                        min,
+                        max,
+                        ..
                     } => Coding::LogInt {
                         min: *min,
                         max: *max,
@@ -223,8 +226,14 @@ impl Coder {
             Coding::Continuous => {}
             Coding::Grid { n } | Coding::Categorical { n } => {
                 let k = self.choice(j, u);
-                if n <= exhaustive_limit || matches!(self.params[j].coding, Coding::Categorical { .. }) {
-                    out.extend((0..n).filter(|&m| m != k).map(|m| (m as f64 + 0.5) / n as f64));
+                if n <= exhaustive_limit
+                    || matches!(self.params[j].coding, Coding::Categorical { .. })
+                {
+                    out.extend(
+                        (0..n)
+                            .filter(|&m| m != k)
+                            .map(|m| (m as f64 + 0.5) / n as f64),
+                    );
                 } else {
                     let mut step = 1u64;
                     while step < n {
@@ -247,7 +256,7 @@ impl Coder {
                         out.push(c);
                     }
                 };
-                if (max - min) as u64 + 1 <= exhaustive_limit {
+                if ((max - min) as u64) < exhaustive_limit {
                     for v in min..=max {
                         push(domain.encode(&ParamValue::Int(v)).unwrap_or(u));
                     }
@@ -259,7 +268,7 @@ impl Coder {
                     }
                 }
                 let mut delta = 0.5;
-                while delta > 1e-3 {
+                while delta > 1e-2 {
                     push(u + delta);
                     push(u - delta);
                     delta /= 2.0;

@@ -16,7 +16,7 @@ use crate::{
     Observation, OptimError, Outcome, RandomSampler, Sampler, SuggestContext,
     coder::{Coder, Coding},
     derive_seed,
-    gp::{self, FitProblem, Hyper, Posterior, Prior, Scratch},
+    gp::{self, FitProblem, Posterior, Prior, Scratch},
     sobol::Sobol,
 };
 
@@ -92,10 +92,10 @@ const PERTURB_STREAM: u64 = 3;
 /// Discrete domains up to this size are searched exhaustively one parameter at a time.
 const EXHAUSTIVE_LIMIT: u64 = 16;
 /// Best single-parameter moves combined pairwise (and the top three together).
-const JOINT_MOVES: usize = 6;
+const JOINT_MOVES: usize = 5;
 /// Scoring work per suggestion, in units of "one posterior variance at n = 1":
 /// bounds the candidates when the model is large.
-const CANDIDATE_WORK: f64 = 1.2e7;
+const CANDIDATE_WORK: f64 = 5e6;
 
 impl Sampler for GpSampler {
     fn name(&self) -> &'static str {
@@ -111,17 +111,9 @@ impl Sampler for GpSampler {
         let use_model = ctx.history.len() >= self.config.initial_trials as usize;
         if use_model {
             let seed = derive_seed(ctx.seed, ctx.trial_number);
-            if let Some(model) = Model::build(
-                &coder,
-                ctx.direction,
-                ctx.history,
-                seed,
-                &self.config,
-                true,
-            ) {
-                if let Some(params) = self.search(&model, ctx, seed, &seen) {
-                    return Ok(params);
-                }
+            let model = Model::build(&coder, ctx.direction, ctx.history, seed, &self.config, true);
+            if let Some(params) = model.and_then(|m| self.search(&m, ctx, seed, &seen)) {
+                return Ok(params);
             }
         }
         self.initial_design(&coder, ctx, &seen)
@@ -182,7 +174,11 @@ impl GpSampler {
             let mut z = base.clone();
             for (j, zj) in z.iter_mut().enumerate() {
                 *zj = if coder.params[j].coding.is_discrete() {
-                    if rng.random::<f64>() < flip { rng.random() } else { *zj }
+                    if rng.random::<f64>() < flip {
+                        rng.random()
+                    } else {
+                        *zj
+                    }
                 } else {
                     *zj + scale * gp::gaussian(&mut rng)
                 };
@@ -190,15 +186,13 @@ impl GpSampler {
             coder.canonicalize(&mut z);
             candidates.push(z);
         }
-        let mut scored: Vec<(f64, Vec<f64>)> = candidates
-            .into_iter()
-            .map(|z| (acq.value(&z), z))
-            .collect();
+        let mut scored: Vec<(f64, Vec<f64>)> =
+            candidates.into_iter().map(|z| (acq.value(&z), z)).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
 
         // 2. Local search from the best few distinct candidates and the incumbent.
         let n_starts = if n <= 100 {
-            6
+            3
         } else if n <= 300 {
             4
         } else {
@@ -213,10 +207,8 @@ impl GpSampler {
                 starts.push(z.clone());
             }
         }
-        let mut finals: Vec<(f64, Vec<f64>)> = starts
-            .into_iter()
-            .map(|z| acq.local_search(z))
-            .collect();
+        let mut finals: Vec<(f64, Vec<f64>)> =
+            starts.into_iter().map(|z| acq.local_search(z)).collect();
         finals.sort_by(|a, b| b.0.total_cmp(&a.0));
 
         // 3. The best configuration nobody has tried (completed, pending or failed).
@@ -239,7 +231,6 @@ impl GpSampler {
 struct Model<'a> {
     coder: &'a Coder,
     post: Posterior,
-    hyper: Hyper,
     /// Incumbent for EI: the best posterior mean at an observed point (robust to noise).
     best: f64,
     /// Canonical points of the best observations, best first (perturbation bases).
@@ -265,11 +256,11 @@ impl<'a> Model<'a> {
         let mut goodness: Vec<f64> = Vec::new();
         let mut zs: Vec<Vec<f64>> = Vec::new();
         for o in history {
-            if let Outcome::Completed(v) = o.outcome {
-                if v.is_finite() {
-                    goodness.push(orient(v));
-                    zs.push(coder.encode(&o.params));
-                }
+            if let Outcome::Completed(v) = o.outcome
+                && v.is_finite()
+            {
+                goodness.push(orient(v));
+                zs.push(coder.encode(&o.params));
             }
         }
         if goodness.len() < 2 {
@@ -323,7 +314,9 @@ impl<'a> Model<'a> {
             .collect();
         let fit_y: Vec<f64> = fit_idx.iter().map(|&i| y[i]).collect();
         let problem = FitProblem::new(&fit_x, &fit_y, &coder.dims, Prior::for_dims(d));
-        let (starts, iters) = if fit_y.len() <= 40 { (2, 60) } else { (1, 40) };
+        // Small models: two refined starts; larger ones: one, fewer iterations (the
+        // typical start is already close once there is this much data).
+        let (starts, iters) = if fit_y.len() <= 40 { (2, 60) } else { (1, 25) };
         let hyper = problem.fit(derive_seed(seed, FIT_STREAM), starts, iters);
 
         let post = Posterior::new(x.clone(), &y, &coder.dims, &hyper)?;
@@ -339,33 +332,32 @@ impl<'a> Model<'a> {
             .iter()
             .filter(|o| o.outcome == Outcome::Pending)
             .collect();
-        let post = if !with_pending || pending.is_empty() || config.pending == PendingStrategy::Ignore
-        {
-            post
-        } else {
-            let mut x_all = x;
-            let mut y_all = y.clone();
-            let mut s = Scratch::default();
-            let mean_y = y.iter().sum::<f64>() / y.len() as f64;
-            let worst = y.iter().fold(f64::INFINITY, |m, &v| m.min(v));
-            for o in pending {
-                let z = coder.encode(&o.params);
-                coder.features(&z, &mut active, &mut feat);
-                let lie = match config.pending {
-                    PendingStrategy::KrigingBeliever => post.mean(&feat, &mut s),
-                    PendingStrategy::ConstantLiarMean => mean_y,
-                    PendingStrategy::ConstantLiarWorst => worst,
-                    PendingStrategy::Ignore => unreachable!("handled above"),
-                };
-                x_all.extend_from_slice(&feat);
-                y_all.push(lie);
-            }
-            Posterior::new(x_all, &y_all, &coder.dims, &hyper).unwrap_or(post)
-        };
+        let post =
+            if !with_pending || pending.is_empty() || config.pending == PendingStrategy::Ignore {
+                post
+            } else {
+                let mut x_all = x;
+                let mut y_all = y.clone();
+                let mut s = Scratch::default();
+                let mean_y = y.iter().sum::<f64>() / y.len() as f64;
+                let worst = y.iter().fold(f64::INFINITY, |m, &v| m.min(v));
+                for o in pending {
+                    let z = coder.encode(&o.params);
+                    coder.features(&z, &mut active, &mut feat);
+                    let lie = match config.pending {
+                        PendingStrategy::KrigingBeliever => post.mean(&feat, &mut s),
+                        PendingStrategy::ConstantLiarMean => mean_y,
+                        PendingStrategy::ConstantLiarWorst => worst,
+                        PendingStrategy::Ignore => unreachable!("handled above"),
+                    };
+                    x_all.extend_from_slice(&feat);
+                    y_all.push(lie);
+                }
+                Posterior::new(x_all, &y_all, &coder.dims, &hyper).unwrap_or(post)
+            };
         Some(Self {
             coder,
             post,
-            hyper,
             best,
             top,
             n_train: y.len(),
@@ -460,7 +452,11 @@ fn transform_targets(goodness: &[f64], warp: bool) -> Vec<f64> {
         }
     }
     let lambda = 0.5 * (a + b);
-    let lambda = if loglik(lambda) > loglik(1.0) { lambda } else { 1.0 };
+    let lambda = if loglik(lambda) > loglik(1.0) {
+        lambda
+    } else {
+        1.0
+    };
     let warped: Vec<f64> = cost.iter().map(|&x| -yeo_johnson(x, lambda)).collect();
     standardize(&warped)
 }
@@ -486,7 +482,9 @@ impl<'m, 'a> Acquisition<'m, 'a> {
     }
 
     fn value(&mut self, z: &[f64]) -> f64 {
-        self.model.coder.features(z, &mut self.active, &mut self.feat);
+        self.model
+            .coder
+            .features(z, &mut self.active, &mut self.feat);
         let (mean, var) = self.model.post.predict(&self.feat, &mut self.scratch);
         gp::log_ei(mean, var.sqrt(), self.model.best).0
     }
@@ -497,7 +495,7 @@ impl<'m, 'a> Acquisition<'m, 'a> {
         let coder = self.model.coder;
         let mut value = self.value(&z);
         let has_discrete = coder.params.iter().any(|p| p.coding.is_discrete());
-        for _ in 0..5 {
+        for _ in 0..3 {
             let mut improved = false;
             let (zc, vc) = self.continuous_step(&z);
             if vc > value + 1e-9 {
@@ -679,15 +677,14 @@ pub fn parameter_importance(
         coder.canonicalize(&mut a);
         coder.canonicalize(&mut b);
         let fa = mean_at(&a);
-        for j in 0..p {
+        for (j, total) in totals.iter_mut().enumerate() {
             let mut ab = a.clone();
             ab[j] = b[j];
             let diff = fa - mean_at(&ab);
-            totals[j] += diff * diff;
+            *total += diff * diff;
         }
     }
     let sum: f64 = totals.iter().sum();
-    let _ = &model.hyper;
     let mut out: Vec<(String, f64)> = coder
         .params
         .iter()
@@ -743,7 +740,12 @@ mod tests {
                 })
                 .unwrap();
             let x = params["x"].as_f64().unwrap();
-            let value = (x - 0.3).powi(2) + if params["c"] == ParamValue::Str("b".into()) { 0.0 } else { 0.5 };
+            let value = (x - 0.3).powi(2)
+                + if params["c"] == ParamValue::Str("b".into()) {
+                    0.0
+                } else {
+                    0.5
+                };
             history.push(Observation {
                 params,
                 outcome: Outcome::Completed(value),
@@ -784,7 +786,12 @@ mod tests {
                 })
                 .unwrap();
             let x = params["x"].as_f64().unwrap();
-            let value = (x - 0.3).powi(2) + if params["c"] == ParamValue::Str("b".into()) { 0.0 } else { 0.5 };
+            let value = (x - 0.3).powi(2)
+                + if params["c"] == ParamValue::Str("b".into()) {
+                    0.0
+                } else {
+                    0.5
+                };
             history.push(Observation {
                 params,
                 outcome: Outcome::Completed(value),

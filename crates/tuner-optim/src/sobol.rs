@@ -89,6 +89,7 @@ fn unscrambled_directions(dim: usize) -> [u32; BITS] {
 
 impl Sobol {
     /// The plain sequence (first point is the origin); for tests against published points.
+    #[cfg(test)]
     pub fn unscrambled(dims: usize) -> Self {
         Self {
             directions: (0..dims.min(MAX_SOBOL_DIMS))
@@ -141,10 +142,6 @@ impl Sobol {
             overflow_seed: rng.random(),
             dims,
         }
-    }
-
-    pub fn dims(&self) -> usize {
-        self.dims
     }
 
     /// The `index`-th point, each coordinate in [0, 1).
@@ -207,6 +204,9 @@ mod tests {
             }
             assert!(seen.iter().all(|&s| s), "dimension {d}");
         }
-        assert_ne!(sobol.point(0), Sobol::scrambled(MAX_SOBOL_DIMS, 43).point(0));
+        assert_ne!(
+            sobol.point(0),
+            Sobol::scrambled(MAX_SOBOL_DIMS, 43).point(0)
+        );
     }
 }

@@ -9,7 +9,7 @@ use tuner_core::{
     Direction, OptimizerKind, Params, PrunerKind, StudyId, StudySpec, StudyState, TrainerKind,
     TrialId, TrialState, parse_spec_value,
 };
-use tuner_optim::{OptimError, RandomSampler, Sampler, SuggestContext};
+use tuner_optim::{GpConfig, GpSampler, OptimError, RandomSampler, Sampler, SuggestContext};
 use tuner_store::{Finish, LeaseGrant, StudyRecord, TrialRecord};
 
 use crate::{ApiError, AppState, views};
@@ -51,11 +51,14 @@ pub async fn spec_of(state: &AppState, record: &StudyRecord) -> Result<Arc<Study
     Ok(spec)
 }
 
-/// The sampler for an optimizer kind, or why this server cannot run it.
-pub fn sampler_for(kind: OptimizerKind) -> Option<Box<dyn Sampler>> {
-    match kind {
-        OptimizerKind::Random => Some(Box::new(RandomSampler)),
-        OptimizerKind::Gp => None,
+/// The sampler a study's `optimizer` section asks for.
+pub fn sampler_for(spec: &StudySpec) -> Box<dyn Sampler> {
+    match spec.optimizer.kind {
+        OptimizerKind::Random => Box::new(RandomSampler),
+        OptimizerKind::Gp => Box::new(GpSampler::new(GpConfig {
+            initial_trials: spec.optimizer.initial_trials,
+            ..GpConfig::default()
+        })),
     }
 }
 
@@ -143,13 +146,7 @@ pub async fn ask(
     let history = state.histories().snapshot(state.store(), id).await?;
     let trial_number = history.len() as u64;
     let spec_for_sampler = spec.clone();
-    let sampler = sampler_for(spec.optimizer.kind).ok_or_else(|| ApiError::Conflict {
-        code: "optimizer_unavailable",
-        message: format!(
-            "this server cannot run the `{}` optimizer",
-            spec.optimizer.kind.as_str()
-        ),
-    })?;
+    let sampler = sampler_for(&spec);
     let suggestion = tokio::task::spawn_blocking(move || {
         sampler.suggest(&SuggestContext {
             space: &spec_for_sampler.parameters,
@@ -366,4 +363,44 @@ pub async fn trial_and_spec(
     let record = state.store().get_study(trial.study_id).await?;
     let spec = spec_of(state, &record).await?;
     Ok((trial, spec))
+}
+
+/// Parameter importance from a GP fitted to the study's completed trials.
+pub async fn importance(state: &AppState, id: StudyId) -> Result<tuner_api::Importance, ApiError> {
+    let record = state.store().get_study(id).await?;
+    let spec = spec_of(state, &record).await?;
+    let history = state.histories().snapshot(state.store(), id).await?;
+    let completed = history
+        .iter()
+        .filter(|o| matches!(o.outcome, tuner_optim::Outcome::Completed(_)))
+        .count() as u64;
+    let fitted = tokio::task::spawn_blocking(move || {
+        tuner_optim::parameter_importance(
+            &spec.parameters,
+            spec.objective.direction,
+            &history,
+            spec.optimizer.seed,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("importance task panicked: {e}")))?;
+    let (parameters, note) = match fitted {
+        Some(list) => (
+            list.into_iter()
+                .map(|(name, importance)| tuner_api::ParamImportance { name, importance })
+                .collect(),
+            None,
+        ),
+        None => (
+            Vec::new(),
+            Some("needs at least 5 completed trials with different values".to_owned()),
+        ),
+    };
+    Ok(tuner_api::Importance {
+        study_id: id,
+        method: "total-effect Sobol' indices of a Gaussian-process posterior mean".into(),
+        parameters,
+        completed_trials: completed,
+        note,
+    })
 }

@@ -190,16 +190,6 @@ async fn bad_requests_get_the_error_envelope() {
         ]
     );
 
-    let gp = s
-        .post_yaml("/studies", &space(5, 1, "optimizer: {kind: gp}\n"))
-        .await;
-    assert_error(
-        &gp,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_search_space",
-    );
-    assert_eq!(gp.body["error"]["details"][0]["path"], "optimizer.kind");
-
     let form = s
         .send(
             Request::post("/studies")
@@ -741,4 +731,58 @@ async fn a_token_guards_every_route_but_health() {
         )
         .await;
     assert_eq!(ok.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn gp_studies_suggest_fresh_configs_and_explain_importance() {
+    let s = TestServer::new().await;
+    let id = s
+        .create(
+            "version: 1\nname: gp\nobjective: {metric: score, direction: maximize}\n\
+             budget: {max_trials: 9}\noptimizer: {kind: gp, initial_trials: 4, seed: 5}\n\
+             parameters:\n  x: {type: float, min: 0.0, max: 1.0}\n  \
+             noise: {type: float, min: 0.0, max: 1.0}\n  k: {type: categorical, values: [a, b]}\n",
+        )
+        .await;
+    let early = s.get(&format!("/studies/{id}/importance")).await;
+    assert_eq!(early.status, StatusCode::OK);
+    assert!(early.body["parameters"].as_array().unwrap().is_empty());
+    assert!(early.body["note"].is_string());
+
+    let mut seen = std::collections::HashSet::new();
+    while let Some((trial, token)) = s.ask(id).await {
+        let t = s.get(&format!("/trials/{trial}")).await;
+        let p = &t.body["params"];
+        assert!(seen.insert(p.to_string()), "repeated {p}");
+        // Only x matters.
+        let x = p["x"].as_f64().unwrap();
+        assert_eq!(
+            s.complete(trial, &token, -(x - 0.3).powi(2)).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(seen.len(), 9);
+    let study = s.get(&format!("/studies/{id}")).await;
+    assert_eq!(study.body["state"], "completed");
+    assert_eq!(study.body["optimizer"], "gp");
+
+    let imp = s.get(&format!("/studies/{id}/importance")).await;
+    assert_eq!(imp.status, StatusCode::OK, "{}", imp.body);
+    let params = imp.body["parameters"].as_array().unwrap();
+    assert_eq!(params.len(), 3);
+    let total: f64 = params
+        .iter()
+        .map(|p| p["importance"].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-6);
+    assert_eq!(
+        params[0]["name"], "x",
+        "the one parameter that matters comes first: {}",
+        imp.body
+    );
+    assert_error(
+        &s.get("/studies/999/importance").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }

@@ -90,11 +90,17 @@ mod tests {
             let cdf = normal_cdf(z);
             let direct = (normal_pdf(z) + z * cdf).ln();
             let (lh, d) = log_h(z);
-            assert!((lh - direct).abs() < 1e-9 * direct.abs().max(1.0), "z={z}: {lh} vs {direct}");
+            assert!(
+                (lh - direct).abs() < 1e-9 * direct.abs().max(1.0),
+                "z={z}: {lh} vs {direct}"
+            );
             // Derivative against a central difference.
             let eps = 1e-5;
             let fd = (log_h(z + eps).0 - log_h(z - eps).0) / (2.0 * eps);
-            assert!((d - fd).abs() < 1e-5 * fd.abs().max(1.0), "z={z}: {d} vs {fd}");
+            assert!(
+                (d - fd).abs() < 1e-5 * fd.abs().max(1.0),
+                "z={z}: {d} vs {fd}"
+            );
         }
     }
 

@@ -29,6 +29,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/studies/{id}/trials", get(studies::list_trials))
         .route("/studies/{id}/best", get(studies::best_trial))
+        .route(
+            "/studies/{id}/importance",
+            get(studies::parameter_importance),
+        )
         .route("/ask", post(trials::ask_any_trial))
         .route("/studies/{id}/ask", post(trials::ask_trial))
         .route("/studies/{id}/stop", post(studies::stop_study))

@@ -7,8 +7,7 @@ use axum::{
 };
 use tuner_api::{Best, Study, StudyList, TrialList};
 use tuner_core::{
-    OptimizerKind, Problem, SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, TrialState,
-    cnn, parse_spec,
+    Problem, SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, TrialState, cnn, parse_spec,
 };
 use tuner_store::NewStudy;
 
@@ -47,17 +46,11 @@ fn body_format(headers: &HeaderMap) -> Result<SpecFormat, ApiError> {
     }
 }
 
-/// What this server can run, beyond what the document format allows: the
-/// optimizer must exist, and a built-in-trainer study may only tune parameters the
+/// What this server can run, beyond what the document format allows: a
+/// built-in-trainer study may only tune parameters the
 /// trainer understands, with values it can train.
 pub fn check_supported(spec: &StudySpec) -> Result<(), ApiError> {
     let mut problems = Vec::new();
-    if spec.optimizer.kind == OptimizerKind::Gp {
-        problems.push(Problem::new(
-            "optimizer.kind",
-            "the `gp` optimizer is not available in this version yet; use `random`",
-        ));
-    }
     if spec.trainer.kind == TrainerKind::FashionMnistCnn {
         problems.extend(cnn::check_space(&spec.parameters, &spec.fixed));
     }
@@ -275,4 +268,13 @@ pub async fn resume_study(
         "resumed by the user",
     )
     .await
+}
+
+pub async fn parameter_importance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<tuner_api::Importance>, ApiError> {
+    Ok(Json(
+        crate::scheduler::importance(&state, study_id(&id)?).await?,
+    ))
 }
