@@ -374,7 +374,10 @@ fn the_python_worker_from_the_readme_drives_a_study() {
     let imp = cli(&server.url, &["importance", &id]);
     assert!(imp.status.success(), "{}", stderr(&imp));
     let text = stdout(&imp);
-    assert!(text.contains("x1") && text.contains("x2") && text.contains('%'), "{text}");
+    assert!(
+        text.contains("x1") && text.contains("x2") && text.contains('%'),
+        "{text}"
+    );
 }
 
 #[test]
