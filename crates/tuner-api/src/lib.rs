@@ -134,6 +134,24 @@ pub struct TrialList {
     pub trials: Vec<Trial>,
 }
 
+/// One event of `GET /studies/{id}/trials` with `Accept: text/event-stream`. The SSE
+/// event name is `kind` and its id resumes the stream (`Last-Event-ID`). The stream ends
+/// with an `end` event whose data is the finished [`Study`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrialEvent {
+    pub id: i64,
+    pub trial_id: TrialId,
+    pub number: u64,
+    /// `created`, `started`, `epoch`, `completed`, `pruned`, `failed`, `stale` (lease
+    /// expired, back in the queue) or `released` (given back by its worker).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    pub at: String,
+}
+
 /// `GET /studies/{id}/best`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Best {

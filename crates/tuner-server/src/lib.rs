@@ -12,6 +12,7 @@ mod history;
 mod routes;
 mod scheduler;
 mod views;
+mod watch;
 
 pub use error::ApiError;
 pub use routes::studies::check_supported;

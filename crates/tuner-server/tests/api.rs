@@ -786,3 +786,100 @@ async fn gp_studies_suggest_fresh_configs_and_explain_importance() {
         "not_found",
     );
 }
+
+/// Parses a whole SSE body into (id, event, data) triples.
+fn sse_events(text: &str) -> Vec<(Option<i64>, String, Value)> {
+    text.split("\n\n")
+        .filter(|block| block.lines().any(|l| l.starts_with("event:")))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            (
+                field("id:").and_then(|v| v.parse().ok()),
+                field("event:").unwrap(),
+                serde_json::from_str(&field("data:").unwrap_or_default()).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn trial_events_stream_and_resume_from_the_last_event_id() {
+    let s = TestServer::new().await;
+    let id = s.create(&space(2, 1, "")).await;
+    for _ in 0..2 {
+        let (trial, token) = s.ask(id).await.unwrap();
+        s.post(
+            &format!("/trials/{trial}/report"),
+            json!({"lease_token": token, "epoch": 1, "value": 0.5}),
+        )
+        .await;
+        s.complete(trial, &token, 0.7).await;
+    }
+    let watch = |last: Option<i64>| {
+        let mut req = Request::get(format!("/studies/{id}/trials"))
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(last) = last {
+            req = req.header("last-event-id", last.to_string());
+        }
+        let router = s.router.clone();
+        async move {
+            let resp = router
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert!(
+                resp.headers()[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/event-stream")
+            );
+            // The study is over, so the stream ends by itself.
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            sse_events(&String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let all = watch(None).await;
+    let kinds: Vec<&str> = all.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "started",
+            "epoch",
+            "completed",
+            "created",
+            "started",
+            "epoch",
+            "completed",
+            "end"
+        ]
+    );
+    assert_eq!(all[2].2["epoch"], 1);
+    assert_eq!(all[3].2["value"], 0.7);
+    assert_eq!(all[8].2["state"], "completed");
+
+    let resumed = watch(all[3].0).await;
+    assert_eq!(
+        resumed.len(),
+        5,
+        "only what came after event {:?}",
+        all[3].0
+    );
+    assert_eq!(resumed[0].2["number"], 1);
+
+    let missing = s
+        .send(
+            Request::get("/studies/999/trials")
+                .header(header::ACCEPT, "text/event-stream")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "not_found");
+}

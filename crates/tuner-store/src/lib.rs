@@ -15,7 +15,7 @@ mod sqlite;
 pub use error::StoreError;
 pub use records::{
     EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, StudyRecord, TrialCounts,
-    TrialRecord,
+    TrialEvent, TrialRecord,
 };
 pub use sqlite::{MIGRATOR, SqliteStore};
 
@@ -97,6 +97,9 @@ pub trait Store: Send + Sync + 'static {
     /// Takes back every lease that expired before `now`: the trial goes back to
     /// pending, or is failed once it has used up its study's retries.
     async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>>;
+    /// The study's trial events after event `after` (0: from the start), oldest first.
+    async fn events_since(&self, study: StudyId, after: i64, limit: u32)
+    -> Result<Vec<TrialEvent>>;
     /// How many of the study's most recently finished trials failed, in a row.
     async fn consecutive_failures(&self, study: StudyId, limit: u32) -> Result<u32>;
 }

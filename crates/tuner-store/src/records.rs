@@ -113,3 +113,18 @@ pub struct ReapedTrial {
     /// `Pending` (re-queued) or `Failed` (out of retries).
     pub state: TrialState,
 }
+
+/// One entry of a study's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialEvent {
+    /// Increasing across the store; resumes a watch (`Last-Event-ID`).
+    pub id: i64,
+    pub study_id: StudyId,
+    pub trial_id: TrialId,
+    pub number: u64,
+    /// `created`, `started`, `epoch`, `completed`, `pruned`, `failed`, `stale` or `released`.
+    pub kind: String,
+    pub epoch: Option<u32>,
+    pub value: Option<f64>,
+    pub at: i64,
+}

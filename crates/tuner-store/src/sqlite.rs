@@ -12,7 +12,7 @@ use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState, co
 
 use crate::{
     EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, Result, Store, StoreError,
-    StudyRecord, TrialCounts, TrialRecord,
+    StudyRecord, TrialCounts, TrialEvent, TrialRecord,
 };
 
 /// The schema, from the workspace's `migrations/` folder, embedded at build time.
@@ -564,6 +564,36 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn events_since(
+        &self,
+        study: StudyId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<TrialEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, study_id, trial_id, number, kind, epoch, value, at FROM trial_events \
+             WHERE study_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(study.0)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| TrialEvent {
+                id: row.get("id"),
+                study_id: StudyId(row.get("study_id")),
+                trial_id: TrialId(row.get("trial_id")),
+                number: row.get::<i64, _>("number") as u64,
+                kind: row.get("kind"),
+                epoch: row.get::<Option<i64>, _>("epoch").map(|e| e as u32),
+                value: row.get("value"),
+                at: row.get("at"),
+            })
+            .collect())
     }
 
     async fn consecutive_failures(&self, study: StudyId, limit: u32) -> Result<u32> {

@@ -353,3 +353,59 @@ async fn data_survives_reopening_the_file() {
         (study, TrialState::Completed, Some(0.8))
     );
 }
+
+#[tokio::test]
+async fn every_trial_change_is_logged_as_an_event() {
+    let (_dir, store) = open().await;
+    let study = store
+        .create_study(new_study(Direction::Maximize, 1), 0)
+        .await
+        .unwrap();
+    let a = store
+        .insert_leased_trial(study.id, &params(1), &grant("a", 0, 100))
+        .await
+        .unwrap();
+    store
+        .report_epoch(a.id, "a", 10, 100, &epoch(1, 0.3, json!({})))
+        .await
+        .unwrap();
+    store
+        .finish_trial(a.id, "a", 20, completed(0.4))
+        .await
+        .unwrap();
+    let b = store
+        .insert_leased_trial(study.id, &params(2), &grant("b", 0, 100))
+        .await
+        .unwrap();
+    store.reap_expired_leases(1_000).await.unwrap();
+    store
+        .lease_pending_trial(study.id, &grant("c", 1_000, 100))
+        .await
+        .unwrap();
+    store.release_trial(b.id, "c", 1_010).await.unwrap();
+
+    let events = store.events_since(study.id, 0, 100).await.unwrap();
+    let kinds: Vec<(u64, &str)> = events.iter().map(|e| (e.number, e.kind.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (0, "created"),
+            (0, "started"),
+            (0, "epoch"),
+            (0, "completed"),
+            (1, "created"),
+            (1, "started"),
+            (1, "stale"),
+            (1, "started"),
+            (1, "released"),
+        ]
+    );
+    assert_eq!((events[2].epoch, events[2].value), (Some(1), Some(0.3)));
+    assert_eq!(events[3].value, Some(0.4));
+    // Resuming after an event gives only what came later.
+    let later = store
+        .events_since(study.id, events[6].id, 100)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 2);
+}

@@ -96,7 +96,11 @@ pub async fn create_study(
     ))
 }
 
-async fn study_view(state: &AppState, id: StudyId, with_spec: bool) -> Result<Study, ApiError> {
+pub(crate) async fn study_view(
+    state: &AppState,
+    id: StudyId,
+    with_spec: bool,
+) -> Result<Study, ApiError> {
     let record = state.store().get_study(id).await?;
     let spec = spec_of(state, &record).await?;
     let counts = state.store().trial_counts(id).await?;
@@ -143,9 +147,38 @@ pub struct TrialFilter {
     state: Option<String>,
 }
 
+/// Whether the client asked for a live event stream instead of a list.
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
 pub async fn list_trials(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    filter: Result<Query<TrialFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    if wants_event_stream(&headers) {
+        let id = study_id(&id)?;
+        // 404 now rather than an empty stream.
+        state.store().get_study(id).await?;
+        let after = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        return Ok(crate::watch::event_stream(state, id, after).into_response());
+    }
+    Ok(list_trial_json(state, id, filter).await?.into_response())
+}
+
+async fn list_trial_json(
+    state: AppState,
+    id: String,
     filter: Result<Query<TrialFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TrialList>, ApiError> {
     let Query(filter) = filter.map_err(|e| {
