@@ -9,7 +9,7 @@ use tuner_core::{StudyId, TrialId};
 use crate::{
     AskAnyRequest, AskRequest, AskResponse, Best, CompleteRequest, ErrorBody, ErrorDetail,
     FailRequest, HeartbeatRequest, HeartbeatResponse, Importance, ReleaseRequest, ReportRequest,
-    ReportResponse, Study, StudyList, Trial, TrialList,
+    ReportResponse, Study, StudyList, Trial, TrialEvent, TrialList,
 };
 
 /// What `ask` got.
@@ -186,6 +186,89 @@ impl ApiClient {
             None::<&()>,
         )
         .await
+    }
+
+    /// Follows a study's trial events (Server-Sent Events) from after event `after`
+    /// until the study ends, calling `on_event` for each; returns the final study.
+    /// Reconnects with `Last-Event-ID` if the connection drops (e.g. a server restart),
+    /// for up to `patience` without progress.
+    pub async fn watch(
+        &self,
+        id: StudyId,
+        mut after: i64,
+        patience: Duration,
+        mut on_event: impl FnMut(&TrialEvent),
+    ) -> Result<Study, ClientError> {
+        let url = format!("{}/studies/{id}/trials", self.base);
+        let mut last_progress = std::time::Instant::now();
+        loop {
+            let req = self
+                .authorized(self.http.get(&url))
+                .header("accept", "text/event-stream")
+                .header("last-event-id", after.to_string());
+            let attempt: Result<Option<Study>, ClientError> = async {
+                let connect = |source| ClientError::Connect {
+                    url: self.base.clone(),
+                    source,
+                };
+                let mut resp = req.send().await.map_err(connect)?;
+                let status = resp.status();
+                if !status.is_success() {
+                    let bytes = resp.bytes().await.map_err(connect)?;
+                    return Err(error_from(status, &bytes));
+                }
+                let mut pending = String::new();
+                while let Some(chunk) = resp.chunk().await.map_err(connect)? {
+                    pending.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = pending.find("\n\n") {
+                        let block: String = pending.drain(..end + 2).collect();
+                        let (mut kind, mut data) = (String::new(), String::new());
+                        for line in block.lines() {
+                            if let Some(v) = line.strip_prefix("event:") {
+                                kind = v.trim().to_owned();
+                            } else if let Some(v) = line.strip_prefix("data:") {
+                                data.push_str(v.trim_start());
+                            }
+                        }
+                        match kind.as_str() {
+                            "" => {}
+                            "end" => return Ok(serde_json::from_str(&data).ok()),
+                            "error" => {
+                                return Err(ClientError::Unexpected {
+                                    status: 200,
+                                    body: data,
+                                });
+                            }
+                            _ => {
+                                if let Ok(event) = serde_json::from_str::<TrialEvent>(&data) {
+                                    after = event.id;
+                                    last_progress = std::time::Instant::now();
+                                    on_event(&event);
+                                }
+                            }
+                        }
+                    }
+                }
+                // The server closed the stream without `end`: reconnect.
+                Err(ClientError::Unexpected {
+                    status: 0,
+                    body: "event stream closed early".into(),
+                })
+            }
+            .await;
+            match attempt {
+                Ok(Some(study)) => return Ok(study),
+                // Deleted while watching, or an unreadable `end`.
+                Ok(None) => return self.get_study(id).await,
+                Err(e @ ClientError::Api { .. }) => return Err(e),
+                Err(e) => {
+                    if last_progress.elapsed() > patience {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     /// Study control: `stop`, `pause` or `resume`.

@@ -9,6 +9,7 @@ mod local;
 mod output;
 mod training;
 mod tune;
+mod watch;
 
 #[global_allocator]
 // The system allocator page-faults on the trainer's per-step activation buffers.
@@ -172,6 +173,9 @@ enum Command {
         id: StudyId,
         #[arg(long)]
         json: bool,
+        /// Follow the study live (running trials, epochs, best so far) until it ends.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// Export the best trial's config (params merged with fixed values).
     Best {
@@ -420,7 +424,10 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Trials { id, json } => {
+        Command::Trials {
+            id, watch: true, ..
+        } => watch::watch(&client, id).await,
+        Command::Trials { id, json, .. } => {
             let list = client.list_trials(id).await?;
             if json {
                 output::print_json(&list)

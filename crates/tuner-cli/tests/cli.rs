@@ -590,3 +590,44 @@ fn tokens_are_required_when_set_and_open_addresses_need_one() {
         stderr(&open)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trials_watch_follows_a_study_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("watch.db"), &[]);
+    let client = server.client();
+    let study = client
+        .create_study(&space(4, 2), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let watcher = Command::new(BIN)
+        .env_remove("TUNER_TOKEN")
+        .args([
+            "--server",
+            &server.url,
+            "trials",
+            &study.id.to_string(),
+            "--watch",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker(client.clone(), study.id, "w".into()).await;
+    let out = tokio::task::spawn_blocking(move || watcher.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for n in 0..4 {
+        assert!(text.contains(&format!("trial #{n} completed")), "{text}");
+        assert!(text.contains(&format!("trial #{n} epoch 1")), "{text}");
+    }
+    assert!(
+        text.trim_end()
+            .ends_with("completed (budget of 4 trials spent)"),
+        "{text}"
+    );
+}
