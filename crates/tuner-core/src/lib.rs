@@ -20,7 +20,7 @@ pub use ids::{StudyId, TrialId};
 pub use params::{ParamValue, Params, config_key};
 pub use space::{
     Budget, Condition, Direction, Domain, Objective, OptimizerKind, OptimizerSpec, ParamSpec,
-    PrunerKind, PrunerSpec, SearchSpace, StudySpec, TrainerKind, TrainerSpec,
+    PrunerSpec, SearchSpace, StudySpec, TrainerKind, TrainerSpec,
 };
 pub use state::{StudyState, TrialState};
 pub use validate::{SpecFormat, parse_spec, parse_spec_value};

@@ -124,20 +124,27 @@ impl OptimizerKind {
     }
 }
 
+/// When to stop unpromising trials early, from their per-epoch values.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PrunerSpec {
-    pub kind: PrunerKind,
-    /// Epochs every trial runs before it may be stopped.
-    pub warmup_epochs: u32,
-    /// Finished trials needed before anything is stopped.
-    pub min_trials: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrunerKind {
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PrunerSpec {
+    /// Never stop a trial early.
     None,
-    Median,
+    /// Stop a trial whose value at an epoch is worse than the median of finished trials
+    /// at that epoch.
+    Median {
+        /// Epochs every trial runs before it may be stopped.
+        warmup_epochs: u32,
+        /// Finished trials with a value at the epoch needed before anything is stopped.
+        min_trials: u32,
+    },
+    /// Asynchronous successive halving: at epochs `min_resource · reduction_factor^k`
+    /// (the rungs), only the best `1 / reduction_factor` of the trials that reached the
+    /// rung go on.
+    Asha {
+        min_resource: u32,
+        reduction_factor: u32,
+    },
 }
 
 /// The tuned parameters, in the order the document lists them.

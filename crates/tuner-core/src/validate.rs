@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use crate::{
     Budget, Condition, CoreError, Direction, Domain, Objective, OptimizerKind, OptimizerSpec,
-    ParamSpec, ParamValue, Params, Problem, PrunerKind, PrunerSpec, SearchSpace, StudySpec,
-    TrainerKind, TrainerSpec, limits, space::ConditionTest,
+    ParamSpec, ParamValue, Params, Problem, PrunerSpec, SearchSpace, StudySpec, TrainerKind,
+    TrainerSpec, limits, space::ConditionTest,
 };
 
 /// The syntax a document is written in.
@@ -500,21 +500,43 @@ impl Validator {
     }
 
     fn pruner(&mut self, v: &Value) -> Option<PrunerSpec> {
-        let map = self.object("pruner", v, &["kind", "warmup_epochs", "min_trials"])?;
-        let kind = self.required("pruner", map, "kind").and_then(|v| {
-            self.choice(
-                "pruner.kind",
-                v,
-                &[("none", PrunerKind::None), ("median", PrunerKind::Median)],
-            )
-        });
-        let warmup = self.bounded_int("pruner", map, "warmup_epochs", 0, 10_000, Some(1));
-        let min_trials = self.bounded_int("pruner", map, "min_trials", 1, 100_000, Some(5));
-        Some(PrunerSpec {
-            kind: kind?,
-            warmup_epochs: warmup? as u32,
-            min_trials: min_trials? as u32,
-        })
+        const KINDS: &[(&str, u8)] = &[("none", 0), ("median", 1), ("asha", 2)];
+        let Value::Object(map) = v else {
+            self.err(
+                "pruner",
+                format!("expected a map with a `kind`, found {}", type_of(v)),
+            );
+            return None;
+        };
+        let kind = self
+            .required("pruner", map, "kind")
+            .and_then(|v| self.choice("pruner.kind", v, KINDS))?;
+        let allowed: &[&str] = match kind {
+            0 => &["kind"],
+            1 => &["kind", "warmup_epochs", "min_trials"],
+            _ => &["kind", "min_resource", "reduction_factor"],
+        };
+        self.object("pruner", v, allowed)?;
+        match kind {
+            0 => Some(PrunerSpec::None),
+            1 => {
+                let warmup = self.bounded_int("pruner", map, "warmup_epochs", 0, 10_000, Some(1));
+                let min_trials = self.bounded_int("pruner", map, "min_trials", 1, 100_000, Some(5));
+                Some(PrunerSpec::Median {
+                    warmup_epochs: warmup? as u32,
+                    min_trials: min_trials? as u32,
+                })
+            }
+            _ => {
+                let min_resource =
+                    self.bounded_int("pruner", map, "min_resource", 1, 10_000, Some(1));
+                let factor = self.bounded_int("pruner", map, "reduction_factor", 2, 100, Some(3));
+                Some(PrunerSpec::Asha {
+                    min_resource: min_resource? as u32,
+                    reduction_factor: factor? as u32,
+                })
+            }
+        }
     }
 
     fn parameters(&mut self, v: &Value) -> Option<SearchSpace> {

@@ -883,3 +883,85 @@ async fn trial_events_stream_and_resume_from_the_last_event_id() {
         .await;
     assert_error(&missing, StatusCode::NOT_FOUND, "not_found");
 }
+
+/// Reports a scripted learning curve epoch by epoch; returns the epoch at which the
+/// server said stop, if it did.
+async fn run_curve(s: &TestServer, study: i64, curve: &[f64]) -> Option<u32> {
+    let (trial, token) = s.ask(study).await.unwrap();
+    for (i, v) in curve.iter().enumerate() {
+        let epoch = i as u32 + 1;
+        let r = s
+            .post(
+                &format!("/trials/{trial}/report"),
+                json!({"lease_token": token, "epoch": epoch, "value": v}),
+            )
+            .await;
+        if r.body["action"] == "stop" {
+            return Some(epoch);
+        }
+    }
+    s.complete(trial, &token, *curve.last().unwrap()).await;
+    None
+}
+
+#[tokio::test]
+async fn asha_promotes_only_the_top_third_at_each_rung() {
+    let s = TestServer::new().await;
+    // Rungs at epochs 1, 3, 9 (min_resource 1, η 3).
+    let id = s
+        .create(&space(
+            8,
+            1,
+            "pruner: {kind: asha, min_resource: 1, reduction_factor: 3}\n",
+        ))
+        .await;
+    // Epoch 1: the first trial is alone at the rung, so it goes on.
+    assert_eq!(run_curve(&s, id, &[0.50, 0.6, 0.70, 0.8]).await, None);
+    // Two at rung 1: only the better one (0.50 beats 0.40) goes on.
+    assert_eq!(run_curve(&s, id, &[0.40, 0.9, 0.95]).await, Some(1));
+    // Better than everything at rung 1, then at rung 3 (0.75 > 0.70).
+    assert_eq!(run_curve(&s, id, &[0.55, 0.6, 0.75, 0.9]).await, None);
+    // Rung 1 has 0.50, 0.40, 0.55 and this 0.52: 4/3 = 1 promoted, it is not the best.
+    assert_eq!(run_curve(&s, id, &[0.52, 0.9]).await, Some(1));
+    // Epoch 2 is no rung: never pruned there; at rung 3, 0.65 is not in the top third.
+    assert_eq!(run_curve(&s, id, &[0.60, 0.1, 0.65]).await, Some(3));
+    let trials = s.get(&format!("/studies/{id}/trials?state=pruned")).await;
+    let pruned = trials.body["trials"].as_array().unwrap();
+    assert_eq!(pruned.len(), 3);
+    assert!(
+        pruned[0]["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("ASHA")
+    );
+}
+
+#[tokio::test]
+async fn pruner_sections_are_checked_per_kind() {
+    let s = TestServer::new().await;
+    let bad = s
+        .post_yaml(
+            "/studies",
+            &space(5, 1, "pruner: {kind: median, reduction_factor: 3}\n"),
+        )
+        .await;
+    assert_error(
+        &bad,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_search_space",
+    );
+    assert_eq!(
+        bad.body["error"]["details"][0]["path"],
+        "pruner.reduction_factor"
+    );
+    let bad = s
+        .post_yaml(
+            "/studies",
+            &space(5, 1, "pruner: {kind: asha, reduction_factor: 1}\n"),
+        )
+        .await;
+    assert_eq!(
+        bad.body["error"]["details"][0]["path"],
+        "pruner.reduction_factor"
+    );
+}
