@@ -286,6 +286,7 @@ fn run(
                     seed,
                     trial_number: asked as u64,
                     history: &history,
+                    seen: None,
                 })
                 .expect("suggestion");
             history.push(Observation {
@@ -403,6 +404,7 @@ fn latency(args: &Args) {
                         seed: 1,
                         trial_number: i as u64,
                         history: &history,
+                        seen: None,
                     })
                     .unwrap();
                 let value = (problem.f)(&params);
@@ -421,6 +423,7 @@ fn latency(args: &Args) {
                             seed: 7 + k,
                             trial_number: n as u64,
                             history: &history,
+                            seen: None,
                         })
                         .unwrap();
                     t.elapsed().as_secs_f64() * 1e3

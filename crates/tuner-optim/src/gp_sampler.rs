@@ -737,6 +737,7 @@ mod tests {
                     seed: 4,
                     trial_number: i as u64,
                     history: &history,
+                    seen: None,
                 })
                 .unwrap();
             let x = params["x"].as_f64().unwrap();
@@ -783,6 +784,7 @@ mod tests {
                     seed: 4,
                     trial_number: i,
                     history: &history,
+                    seen: None,
                 })
                 .unwrap();
             let x = params["x"].as_f64().unwrap();

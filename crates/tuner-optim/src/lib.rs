@@ -18,7 +18,7 @@ mod sobol;
 pub use gp_sampler::{GpConfig, GpSampler, PendingStrategy, parameter_importance};
 pub use random::RandomSampler;
 
-use std::collections::HashSet;
+use std::{borrow::Cow, collections::HashSet};
 
 use tuner_core::{Direction, Params, SearchSpace, config_key};
 
@@ -60,12 +60,18 @@ pub struct SuggestContext<'a> {
     /// The dense per-study number the new trial will get.
     pub trial_number: u64,
     pub history: &'a [Observation],
+    /// `config_key` of every configuration in `history`, if the caller keeps them
+    /// (the server does, so a suggestion does not rebuild them all every time).
+    pub seen: Option<&'a HashSet<String>>,
 }
 
 impl SuggestContext<'_> {
     /// Keys of every configuration already handed out, whatever became of it.
-    pub fn seen_keys(&self) -> HashSet<String> {
-        self.history.iter().map(|o| config_key(&o.params)).collect()
+    pub fn seen_keys(&self) -> Cow<'_, HashSet<String>> {
+        match self.seen {
+            Some(seen) => Cow::Borrowed(seen),
+            None => Cow::Owned(self.history.iter().map(|o| config_key(&o.params)).collect()),
+        }
     }
 }
 

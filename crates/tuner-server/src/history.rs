@@ -7,11 +7,11 @@
 //! never overwrite a newer outcome with an older one.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
-use tuner_core::{StudyId, TrialId, TrialState};
+use tuner_core::{StudyId, TrialId, TrialState, config_key};
 use tuner_optim::{Observation, Outcome};
 use tuner_store::{ReapedTrial, Store, StoreError, TrialRecord};
 
@@ -25,6 +25,15 @@ struct StudyHistory {
     index: HashMap<TrialId, usize>,
     /// Shared with a running sampler; copied only if changed while one holds it.
     observations: Arc<Vec<Observation>>,
+    /// `config_key` of every trial's params (params never change, so keys only grow).
+    keys: Arc<HashSet<String>>,
+}
+
+/// What a sampler gets: every trial in number order, and their config keys.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    pub observations: Arc<Vec<Observation>>,
+    pub keys: Arc<HashSet<String>>,
 }
 
 /// What a trial means to a sampler.
@@ -51,11 +60,7 @@ impl Histories {
     }
 
     /// Every trial of the study, in number order.
-    pub async fn snapshot(
-        &self,
-        store: &dyn Store,
-        id: StudyId,
-    ) -> Result<Arc<Vec<Observation>>, StoreError> {
+    pub async fn snapshot(&self, store: &dyn Store, id: StudyId) -> Result<Snapshot, StoreError> {
         let entry = self.entry(id);
         let mut guard = entry.lock().await;
         if guard.is_none() {
@@ -63,11 +68,15 @@ impl Histories {
             *guard = Some(StudyHistory {
                 index: trials.iter().enumerate().map(|(i, t)| (t.id, i)).collect(),
                 observations: Arc::new(trials.iter().map(observation).collect()),
+                keys: Arc::new(trials.iter().map(|t| config_key(&t.params)).collect()),
             });
         }
         Ok(guard
             .as_ref()
-            .map(|h| h.observations.clone())
+            .map(|h| Snapshot {
+                observations: h.observations.clone(),
+                keys: h.keys.clone(),
+            })
             .unwrap_or_default())
     }
 
@@ -99,8 +108,10 @@ impl Histories {
         match h.index.get(&trial) {
             Some(&i) => observations[i] = make(),
             None => {
+                let observation = make();
+                Arc::make_mut(&mut h.keys).insert(config_key(&observation.params));
                 h.index.insert(trial, observations.len());
-                observations.push(make());
+                observations.push(observation);
             }
         }
     }
@@ -154,6 +165,7 @@ mod tests {
                 .snapshot(&store, study.id)
                 .await
                 .unwrap()
+                .observations
                 .is_empty()
         );
         let mut trials = Vec::new();
@@ -167,7 +179,11 @@ mod tests {
             histories.record(&t).await;
             trials.push(t);
         }
-        let held_by_a_sampler = histories.snapshot(&store, study.id).await.unwrap();
+        let held_by_a_sampler = histories
+            .snapshot(&store, study.id)
+            .await
+            .unwrap()
+            .observations;
         let finish = |state, value| Finish {
             state,
             value,
@@ -198,7 +214,10 @@ mod tests {
             .snapshot(&store, study.id)
             .await
             .unwrap();
-        assert_eq!(cached, fresh);
+        assert_eq!(cached.observations, fresh.observations);
+        assert_eq!(cached.keys, fresh.keys);
+        assert_eq!(cached.keys.len(), 4);
+        let cached = cached.observations;
         assert_eq!(cached[0].outcome, Outcome::Completed(0.5));
         assert_eq!(cached[3].outcome, Outcome::Failed, "out of retries");
         // A sampler's snapshot is not changed under it.

@@ -144,7 +144,7 @@ pub async fn ask(
     }
 
     let history = state.histories().snapshot(state.store(), id).await?;
-    let trial_number = history.len() as u64;
+    let trial_number = history.observations.len() as u64;
     let spec_for_sampler = spec.clone();
     let sampler = sampler_for(&spec);
     let suggestion = tokio::task::spawn_blocking(move || {
@@ -153,7 +153,8 @@ pub async fn ask(
             direction: spec_for_sampler.objective.direction,
             seed: spec_for_sampler.optimizer.seed,
             trial_number,
-            history: &history,
+            history: &history.observations,
+            seen: Some(&history.keys),
         })
     })
     .await
@@ -421,7 +422,11 @@ pub async fn trial_and_spec(
 pub async fn importance(state: &AppState, id: StudyId) -> Result<tuner_api::Importance, ApiError> {
     let record = state.store().get_study(id).await?;
     let spec = spec_of(state, &record).await?;
-    let history = state.histories().snapshot(state.store(), id).await?;
+    let history = state
+        .histories()
+        .snapshot(state.store(), id)
+        .await?
+        .observations;
     let completed = history
         .iter()
         .filter(|o| matches!(o.outcome, tuner_optim::Outcome::Completed(_)))

@@ -222,12 +222,10 @@ impl Store for SqliteStore {
     }
 
     async fn trial_counts(&self, study: StudyId) -> Result<TrialCounts> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM trials WHERE study_id = ? GROUP BY state",
-        )
-        .bind(study.0)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT state, n FROM trial_counts WHERE study_id = ?")
+            .bind(study.0)
+            .fetch_all(&self.pool)
+            .await?;
         let mut counts = TrialCounts::default();
         for row in rows {
             let n = row.get::<i64, _>("n") as u64;

@@ -409,3 +409,52 @@ async fn every_trial_change_is_logged_as_an_event() {
         .unwrap();
     assert_eq!(later.len(), 2);
 }
+
+#[tokio::test]
+async fn counts_follow_every_state_change() {
+    let (_dir, store) = open().await;
+    let study = store
+        .create_study(new_study(Direction::Maximize, 0), 0)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let t = store
+            .insert_leased_trial(study.id, &params(i), &grant(&format!("t{i}"), 0, 100))
+            .await
+            .unwrap();
+        ids.push(t.id);
+    }
+    store
+        .finish_trial(ids[0], "t0", 10, completed(0.1))
+        .await
+        .unwrap();
+    store
+        .finish_trial(
+            ids[1],
+            "t1",
+            10,
+            Finish {
+                state: TrialState::Failed,
+                value: None,
+                metrics: None,
+                reason: Some("x".into()),
+            },
+        )
+        .await
+        .unwrap();
+    store.release_trial(ids[2], "t2", 10).await.unwrap();
+    // t3 and t4 expire; max_retries 0 fails them.
+    store.reap_expired_leases(1_000).await.unwrap();
+    let counts = store.trial_counts(study.id).await.unwrap();
+    assert_eq!(
+        (
+            counts.pending,
+            counts.running,
+            counts.completed,
+            counts.failed
+        ),
+        (1, 0, 1, 3)
+    );
+    assert_eq!(counts.total(), 5);
+}

@@ -13,6 +13,7 @@
 
 pub mod data;
 mod error;
+mod fast;
 pub mod metrics;
 pub mod model;
 mod ops;

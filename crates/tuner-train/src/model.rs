@@ -32,21 +32,21 @@ const TRUNCATED_NORMAL_STD: f64 = 0.879_625_661_034_239_8;
 /// Keras' negative slope for `activation="leaky_relu"`.
 const LEAKY_RELU_SLOPE: f64 = 0.2;
 
-struct Conv {
+pub(crate) struct Conv {
     /// `[k, k, c_in, c_out]` (Keras layout).
-    kernel: Tensor,
+    pub kernel: Tensor,
     /// `[c_out]`.
-    bias: Tensor,
-    k: usize,
-    c_in: usize,
-    c_out: usize,
+    pub bias: Tensor,
+    pub k: usize,
+    pub c_in: usize,
+    pub c_out: usize,
 }
 
-struct Dense {
+pub(crate) struct Dense {
     /// `[in, out]` (Keras layout).
-    kernel: Tensor,
+    pub kernel: Tensor,
     /// `[out]`.
-    bias: Tensor,
+    pub bias: Tensor,
 }
 
 impl Dense {
@@ -73,11 +73,11 @@ struct ParamSpec {
 }
 
 pub struct Model {
-    config: CnnConfig,
-    conv1: Conv,
-    conv2: Conv,
-    hidden: Vec<Dense>,
-    output: Dense,
+    pub(crate) config: CnnConfig,
+    pub(crate) conv1: Conv,
+    pub(crate) conv2: Conv,
+    pub(crate) hidden: Vec<Dense>,
+    pub(crate) output: Dense,
     /// Draws dropout masks; seeded so that training is reproducible.
     dropout_rng: Mutex<ChaCha8Rng>,
 }
@@ -280,13 +280,19 @@ impl Model {
     /// Inverted dropout (Keras): zero each unit with probability `p`, scale the rest by
     /// `1 / (1 - p)`.
     fn dropout(&self, x: &Tensor) -> Result<Tensor> {
+        let mask = self.dropout_mask(x.elem_count());
+        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+    }
+
+    /// The next `n` factors of inverted dropout: 0 with probability `p`, else
+    /// `1 / (1 - p)`. Both forward paths draw their masks here, in the same order.
+    pub(crate) fn dropout_mask(&self, n: usize) -> Vec<f32> {
         let p = self.config.dropout;
         let keep = (1.0 / (1.0 - p)) as f32;
         let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-        let mask: Vec<f32> = (0..x.elem_count())
+        (0..n)
             .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-            .collect();
-        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+            .collect()
     }
 }
 
@@ -305,17 +311,22 @@ pub(crate) const STREAM_DROPOUT: u64 = 3;
 /// `activation(x + bias)` for `x: [n, c]`, `bias: [c]` (`None`: no activation), fused
 /// into one op except for gelu, whose derivative needs its input.
 fn bias_activate(x: &Tensor, bias: &Tensor, activation: Option<Activation>) -> Result<Tensor> {
-    let point = match activation {
+    match point_act(activation) {
+        Some(point) => x.apply_op2(bias, BiasAct(point)),
+        None => x.apply_op2(bias, BiasAct(PointAct::Identity))?.gelu_erf(),
+    }
+}
+
+/// The activation as a [`PointAct`]; `None` for gelu, whose derivative needs its input.
+pub(crate) fn point_act(activation: Option<Activation>) -> Option<PointAct> {
+    Some(match activation {
         None => PointAct::Identity,
         Some(Activation::Relu) => PointAct::Relu,
         Some(Activation::Tanh) => PointAct::Tanh,
         Some(Activation::LeakyRelu) => PointAct::LeakyRelu(LEAKY_RELU_SLOPE as f32),
         Some(Activation::Elu) => PointAct::Elu,
-        Some(Activation::Gelu) => {
-            return x.apply_op2(bias, BiasAct(PointAct::Identity))?.gelu_erf();
-        }
-    };
-    x.apply_op2(bias, BiasAct(point))
+        Some(Activation::Gelu) => return None,
+    })
 }
 
 /// A standard normal draw truncated to [-2, 2] by rejection (Box-Muller).

@@ -148,7 +148,7 @@ pub(crate) enum PointAct {
 }
 
 impl PointAct {
-    fn apply(self, z: f32) -> f32 {
+    pub(crate) fn apply(self, z: f32) -> f32 {
         match self {
             Self::Identity => z,
             Self::Relu => z.max(0.0),
@@ -171,7 +171,7 @@ impl PointAct {
     }
 
     /// `d act / d z` expressed through `y = act(z)`.
-    fn derivative_from_output(self, y: f32) -> f32 {
+    pub(crate) fn derivative_from_output(self, y: f32) -> f32 {
         match self {
             Self::Identity => 1.0,
             Self::Relu => f32::from(u8::from(y > 0.0)),

@@ -112,7 +112,7 @@ impl Rule {
         }
     }
 
-    fn slots(&self) -> (bool, bool) {
+    pub(crate) fn slots(&self) -> (bool, bool) {
         match self {
             Rule::Sgd { momentum, .. } => (*momentum != 0.0, false),
             Rule::Adam { .. } => (true, true),

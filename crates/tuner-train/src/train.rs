@@ -15,6 +15,7 @@ use tuner_core::{Params, cnn::CnnConfig};
 use crate::{
     TrainError,
     data::{FashionMnist, PIXELS, Split},
+    fast::{self, FastOptimizer},
     metrics::{ConfusionMatrix, MetricsAccumulator, SplitMetrics},
     model::{DTYPE, Model, STREAM_SHUFFLE},
     optim::{Optimizer, Rule},
@@ -304,8 +305,20 @@ impl Standardizer {
 struct Session {
     model: Model,
     varmap: VarMap,
-    optimizer: Optimizer,
+    engine: Engine,
     standardizer: Standardizer,
+}
+
+/// How a session computes its steps.
+enum Engine {
+    /// The hand-written forward, backward and update of [`fast`] (every config whose
+    /// pooling folds into the conv stride).
+    Fast {
+        params: Vec<Tensor>,
+        optimizer: FastOptimizer,
+    },
+    /// Candle's ops and autograd (real max-pooling).
+    Candle { optimizer: Optimizer },
 }
 
 impl Session {
@@ -316,22 +329,27 @@ impl Session {
         let varmap = Model::init_varmap(cfg, seed, &dev)?;
         let model = Model::new(cfg, VarBuilder::from_varmap(&varmap, DTYPE, &dev))?;
         model.set_dropout_seed(seed);
-        let mut vars: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let optimizer = Optimizer::new(
-            Rule::from_config(cfg),
-            vars.into_iter().map(|(_, v)| v).collect(),
-        )?;
+        let rule = Rule::from_config(cfg);
+        let engine = if fast::supports(cfg) {
+            let params = fast::parameters(&model);
+            let optimizer = FastOptimizer::new(rule, &params);
+            Engine::Fast { params, optimizer }
+        } else {
+            let mut vars: Vec<(String, Var)> = varmap
+                .data()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            let optimizer = Optimizer::new(rule, vars.into_iter().map(|(_, v)| v).collect())?;
+            Engine::Candle { optimizer }
+        };
         Ok(Session {
             model,
             varmap,
-            optimizer,
+            engine,
             standardizer: Standardizer::new(data.pixel_mean, data.pixel_std),
         })
     }
@@ -345,14 +363,38 @@ impl Session {
         metrics: &mut MetricsAccumulator,
     ) -> Result<f64, TrainError> {
         let (x, labels) = self.standardizer.batch(split, indices)?;
-        let targets = Tensor::from_iter(labels.iter().map(|&l| u32::from(l)), &Device::Cpu)?;
-        let logits = self.model.forward(&x, true)?; // [b, 10]
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-        let grads = loss.backward()?;
-        self.optimizer.step(&grads)?;
-        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let logits: Vec<f32> = match &mut self.engine {
+            Engine::Fast { params, optimizer } => {
+                let targets: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
+                let trace = fast::forward(&self.model, &x, true)?;
+                let logits = trace.logits.flatten_all()?.to_vec1()?;
+                let grads = fast::backward(&self.model, &trace, &targets)?;
+                drop(trace);
+                optimizer.step(params, &grads)?;
+                logits
+            }
+            Engine::Candle { optimizer } => {
+                let targets =
+                    Tensor::from_iter(labels.iter().map(|&l| u32::from(l)), &Device::Cpu)?;
+                let logits = self.model.forward(&x, true)?; // [b, 10]
+                let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+                let grads = loss.backward()?;
+                optimizer.step(&grads)?;
+                logits.flatten_all()?.to_vec1()?
+            }
+        };
         Ok(metrics.add_batch(&logits, &labels))
     }
+}
+
+/// Logits `[b, 10]` of `model` on `x` for evaluation: the fast path where it applies.
+fn infer(model: &Model, x: &Tensor) -> candle_core::Result<Vec<f32>> {
+    let logits = if fast::supports(model.config()) {
+        fast::forward(model, x, false)?.logits
+    } else {
+        model.forward(x, false)?
+    };
+    logits.flatten_all()?.to_vec1()
 }
 
 fn evaluate_model(
@@ -365,7 +407,7 @@ fn evaluate_model(
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let (x, labels) = standardizer.batch(split, chunk)?;
-        let logits: Vec<f32> = model.forward(&x, false)?.flatten_all()?.to_vec1()?;
+        let logits = infer(model, &x)?;
         metrics.add_batch(&logits, &labels);
     }
     let images = metrics.samples();
