@@ -631,3 +631,19 @@ async fn trials_watch_follows_a_study_until_it_ends() {
         "{text}"
     );
 }
+
+/// The load check: 64 concurrent HTTP workers complete 10,000 random-sampler trials;
+/// the bench itself fails if any trial is lost, duplicated or over budget.
+#[test]
+fn sixty_four_workers_complete_ten_thousand_trials() {
+    let out = Command::new(BIN)
+        .args(["bench", "service", "--workers", "64", "--trials", "10000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("10000 trials stored (budget 10000), numbers dense: true, distinct configs: 10000, all completed: true"),
+        "{text}"
+    );
+}
