@@ -255,6 +255,13 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
     Ok(())
 }
 
+/// What follows a trial's end, whoever ended it: the sampler's history learns the
+/// outcome and the study may be over.
+pub async fn after_finish(state: &AppState, trial: &TrialRecord) -> Result<(), ApiError> {
+    state.histories().record(trial).await;
+    settle(state, trial.study_id, trial.state == TrialState::Failed).await
+}
+
 /// Takes back expired leases and settles the studies they belong to.
 pub async fn reap_once(state: &AppState) -> Result<(), ApiError> {
     let reaped = state.store().reap_expired_leases(views::now_ms()).await?;
@@ -400,8 +407,7 @@ pub async fn after_report(
                 },
             )
             .await?;
-        state.histories().record(&pruned).await;
-        settle(state, trial.study_id, false).await?;
+        after_finish(state, &pruned).await?;
         return Ok((ReportAction::Stop, Some(reason)));
     }
     Ok((ReportAction::Continue, None))

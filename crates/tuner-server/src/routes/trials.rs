@@ -233,8 +233,7 @@ pub async fn complete_trial(
         )
         .await?;
     tracing::info!(trial = %id, value, "trial completed");
-    state.histories().record(&trial).await;
-    scheduler::settle(&state, trial.study_id, false).await?;
+    scheduler::after_finish(&state, &trial).await?;
     Ok(Json(views::trial(&trial)))
 }
 
@@ -270,8 +269,7 @@ pub async fn fail_trial(
         )
         .await?;
     tracing::warn!(trial = %id, %reason, "trial failed");
-    state.histories().record(&trial).await;
-    scheduler::settle(&state, trial.study_id, true).await?;
+    scheduler::after_finish(&state, &trial).await?;
     Ok(Json(views::trial(&trial)))
 }
 
