@@ -498,7 +498,7 @@ fn data_describes_the_dataset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_trial_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("kill.db"), &["--lease-seconds", "1"]);
+    let server = Server::start(&dir.path().join("kill.db"), &["--lease-seconds", "2"]);
     let client = server.client();
     let study = client
         .create_study(

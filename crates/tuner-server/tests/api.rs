@@ -434,7 +434,7 @@ async fn a_finite_space_is_never_repeated_and_says_when_exhausted() {
 #[tokio::test]
 async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
     let s = TestServer::with_config(ServerConfig {
-        lease: Duration::from_millis(150),
+        lease: Duration::from_millis(600),
         ..ServerConfig::default()
     })
     .await;
@@ -448,7 +448,7 @@ async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
     let trial = first.body["trial"]["id"].as_i64().unwrap();
     let params = first.body["trial"]["params"].clone();
     let old_token = first.body["lease"]["token"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
 
     // The expired trial is handed out again: same trial, same params, attempt 2.
     let second = s.post(&format!("/studies/{id}/ask"), json!({})).await;
@@ -457,7 +457,7 @@ async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
     assert_eq!(second.body["trial"]["attempt"], 2);
     let late = s.complete(trial, &old_token, 0.9).await;
     assert_error(&late, StatusCode::FORBIDDEN, "lease_mismatch");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
 
     // Out of retries: failed with the reason; a new trial takes its place.
     let (next, token) = s.ask(id).await.unwrap();

@@ -127,12 +127,19 @@ fn bias_act(z: Tensor, bias: &Tensor, act: Act) -> Result<Activated> {
     let c = bias.len();
     match act {
         Act::Point(p) => {
-            mutate(&z, |z| {
-                for row in z.chunks_exact_mut(c) {
-                    for (v, b) in row.iter_mut().zip(&bias) {
-                        *v = p.apply(*v + b);
+            // One monomorphic loop per activation, so that each one vectorizes.
+            fn rows(z: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
+                for row in z.chunks_exact_mut(bias.len()) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v = f(*v + b);
                     }
                 }
+            }
+            mutate(&z, |z| match p {
+                PointAct::Identity => rows(z, &bias, |v| v),
+                PointAct::Relu => rows(z, &bias, |v| v.max(0.0)),
+                PointAct::Tanh => rows(z, &bias, f32::tanh),
+                _ => rows(z, &bias, |v| p.apply(v)),
             })?;
             Ok(Activated { y: z, pre: None })
         }
@@ -166,13 +173,19 @@ fn bias_act_backward(grad: &Tensor, out: &Activated, act: Act, c: usize) -> Resu
         (Act::Point(p), _) => {
             let y = View::new(&out.y)?;
             let y = y.get()?;
-            mutate(grad, |g| {
+            fn rows(g: &mut [f32], y: &[f32], db: &mut [f32], f: impl Fn(f32) -> f32) {
+                let c = db.len();
                 for (grow, yrow) in g.chunks_exact_mut(c).zip(y.chunks_exact(c)) {
                     for ((g, y), d) in grow.iter_mut().zip(yrow).zip(db.iter_mut()) {
-                        *g *= p.derivative_from_output(*y);
+                        *g *= f(*y);
                         *d += *g;
                     }
                 }
+            }
+            mutate(grad, |g| match p {
+                PointAct::Relu => rows(g, y, &mut db, |y| if y > 0.0 { 1.0 } else { 0.0 }),
+                PointAct::Tanh => rows(g, y, &mut db, |y| 1.0 - y * y),
+                _ => rows(g, y, &mut db, |y| p.derivative_from_output(y)),
             })?;
         }
         (Act::Gelu, Some(pre)) => {
@@ -237,48 +250,71 @@ fn for_each_run(
     }
 }
 
-/// `[b, h, w, c]` -> `[b * oh * ow, k * k * c]`, written once (padding included).
-fn im2col(x: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+/// Buffers kept from one step to the next, so that the largest matrices of a step are
+/// neither allocated nor page-faulted again each time.
+#[derive(Default)]
+pub(crate) struct Workspace {
+    /// The im2col matrices of the two convs.
+    cols: [Option<Tensor>; 2],
+    /// The input gradient of the second conv.
+    dx: Option<Tensor>,
+}
+
+/// `buffer` when it has `dims` (and will be overwritten), else a new zero tensor.
+fn reuse(buffer: &mut Option<Tensor>, dims: &[usize], like: &Tensor) -> Result<Tensor> {
+    if let Some(t) = buffer.as_ref().filter(|t| t.dims() == dims) {
+        return Ok(t.clone());
+    }
+    let t = Tensor::zeros(dims, like.dtype(), like.device())?;
+    *buffer = Some(t.clone());
+    Ok(t)
+}
+
+/// `[b, h, w, c]` -> `[b * oh * ow, k * k * c]`, every element written (padding
+/// included), into `buffer` where it fits.
+fn im2col(x: &Tensor, g: &ConvGeometry, buffer: &mut Option<Tensor>) -> Result<Tensor> {
     let input = View::new(x)?;
     let input = input.get()?;
-    let mut out = Vec::with_capacity(g.rows() * g.cols());
-    // Runs come in row order, each row left to right: appending fills the matrix.
-    let out_cell = RefCell::new(&mut out);
-    for_each_run(
-        g,
-        |_, _, src, len| {
-            out_cell
-                .borrow_mut()
-                .extend_from_slice(&input[src..src + len])
-        },
-        |_, _, len| {
-            let mut out = out_cell.borrow_mut();
-            let n = out.len();
-            out.resize(n + len, 0.0);
-        },
-    );
-    debug_assert_eq!(out.len(), g.rows() * g.cols());
-    Tensor::from_vec(out, (g.rows(), g.cols()), x.device())
+    let out = reuse(buffer, &[g.rows(), g.cols()], x)?;
+    let width = g.cols();
+    mutate(&out, |out| {
+        let out = RefCell::new(out);
+        for_each_run(
+            g,
+            |row, col, src, len| {
+                let dst = row * width + col;
+                out.borrow_mut()[dst..dst + len].copy_from_slice(&input[src..src + len]);
+            },
+            |row, col, len| {
+                let dst = row * width + col;
+                out.borrow_mut()[dst..dst + len].fill(0.0);
+            },
+        );
+    })?;
+    Ok(out)
 }
 
 /// The adjoint of [`im2col`]: sums the taps of `[b * oh * ow, k * k * c]` into
-/// `[b, h, w, c]`, in a fixed order.
-fn col2im(cols: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+/// `[b, h, w, c]`, in a fixed order, into `buffer` where it fits.
+fn col2im(cols: &Tensor, g: &ConvGeometry, buffer: &mut Option<Tensor>) -> Result<Tensor> {
     let data = View::new(cols)?;
     let data = data.get()?;
     let width = g.cols();
-    let mut out = vec![0f32; g.b * g.h * g.w * g.c];
-    for_each_run(
-        g,
-        |row, col, dst, len| {
-            let src = row * width + col;
-            for (o, v) in out[dst..dst + len].iter_mut().zip(&data[src..src + len]) {
-                *o += v;
-            }
-        },
-        |_, _, _| {},
-    );
-    Tensor::from_vec(out, (g.b, g.h, g.w, g.c), cols.device())
+    let out = reuse(buffer, &[g.b, g.h, g.w, g.c], cols)?;
+    mutate(&out, |out| {
+        out.fill(0.0);
+        for_each_run(
+            g,
+            |row, col, dst, len| {
+                let src = row * width + col;
+                for (o, v) in out[dst..dst + len].iter_mut().zip(&data[src..src + len]) {
+                    *o += v;
+                }
+            },
+            |_, _, _| {},
+        );
+    })?;
+    Ok(out)
 }
 
 /// What the backward pass needs of one conv layer.
@@ -327,7 +363,12 @@ pub(crate) fn parameters(model: &Model) -> Vec<Tensor> {
     out
 }
 
-fn conv_forward(model: &Model, x: &Tensor, conv: &Conv) -> Result<ConvTrace> {
+fn conv_forward(
+    model: &Model,
+    x: &Tensor,
+    conv: &Conv,
+    buffer: &mut Option<Tensor>,
+) -> Result<ConvTrace> {
     let (b, h, w, c) = x.dims4()?;
     let geometry = ConvGeometry {
         b,
@@ -338,7 +379,7 @@ fn conv_forward(model: &Model, x: &Tensor, conv: &Conv) -> Result<ConvTrace> {
         stride: model.config.pool_stride as usize,
         pad: conv.k / 2,
     };
-    let cols = im2col(x, &geometry)?;
+    let cols = im2col(x, &geometry, buffer)?;
     let kernel = conv.kernel.reshape((geometry.cols(), conv.c_out))?;
     let z = cols.matmul(&kernel)?;
     let out = bias_act(z, &conv.bias, Act::of(Some(model.config.conv_activation)))?;
@@ -351,14 +392,20 @@ fn conv_forward(model: &Model, x: &Tensor, conv: &Conv) -> Result<ConvTrace> {
 
 /// The forward pass of `model` on `x: [b, 28, 28, 1]`; `train` turns dropout on.
 /// Computes what [`Model::forward`] computes, for configs that [`supports`] accepts.
-pub(crate) fn forward(model: &Model, x: &Tensor, train: bool) -> Result<Trace> {
-    let conv1 = conv_forward(model, &x.contiguous()?, &model.conv1)?;
+pub(crate) fn forward(
+    model: &Model,
+    x: &Tensor,
+    train: bool,
+    workspace: &mut Workspace,
+) -> Result<Trace> {
+    let [cols1, cols2] = &mut workspace.cols;
+    let conv1 = conv_forward(model, &x.contiguous()?, &model.conv1, cols1)?;
     let g = conv1.geometry;
     let x2 = conv1
         .out
         .y
         .reshape((g.b, g.out_h(), g.out_w(), model.conv1.c_out))?;
-    let conv2 = conv_forward(model, &x2, &model.conv2)?;
+    let conv2 = conv_forward(model, &x2, &model.conv2, cols2)?;
     let mut x = conv2.out.y.reshape((g.b, ()))?;
     let mut dense = Vec::with_capacity(model.hidden.len() + 1);
     let dense_act = Act::of(Some(model.config.dense_activation));
@@ -404,7 +451,12 @@ pub(crate) fn forward(model: &Model, x: &Tensor, train: bool) -> Result<Trace> {
 
 /// The gradients of the mean softmax cross-entropy of `trace.logits` against
 /// `labels`, in the order of [`parameters`].
-pub(crate) fn backward(model: &Model, trace: &Trace, labels: &[u32]) -> Result<Grads> {
+pub(crate) fn backward(
+    model: &Model,
+    trace: &Trace,
+    labels: &[u32],
+    workspace: &mut Workspace,
+) -> Result<Grads> {
     let (b, classes) = trace.logits.dims2()?;
     if labels.len() != b {
         bail!("fast path: {} labels for {b} logits", labels.len());
@@ -472,7 +524,7 @@ pub(crate) fn backward(model: &Model, trace: &Trace, labels: &[u32]) -> Result<G
             // The first layer's input is the data: no gradient needed.
             let kernel = conv.kernel.reshape((t.geometry.cols(), conv.c_out))?;
             let dcols = g2d.matmul(&kernel.t()?)?;
-            grad = col2im(&dcols, &t.geometry)?;
+            grad = col2im(&dcols, &t.geometry, &mut workspace.dx)?;
         }
     }
     conv_grads.reverse();
@@ -607,11 +659,12 @@ mod tests {
             let b = 3;
             let x = Tensor::randn(0f32, 1., (b, 28, 28, 1), &dev)?;
             let labels = [3u32, 0, 9];
-            for train in [false, true] {
+            let mut ws = Workspace::default();
+            for train in [false, true, true] {
                 model.set_dropout_seed(5);
                 let want = model.forward(&x, train)?;
                 model.set_dropout_seed(5);
-                let trace = forward(&model, &x, train)?;
+                let trace = forward(&model, &x, train, &mut ws)?;
                 let d = max_diff(&trace.logits, &want);
                 assert!(
                     d < 1e-4 * max_abs(&want).max(1.0),
@@ -622,7 +675,7 @@ mod tests {
                 }
                 let targets = Tensor::new(&labels, &dev)?;
                 let grads = candle_nn::loss::cross_entropy(&want, &targets)?.backward()?;
-                let ours = backward(&model, &trace, &labels)?;
+                let ours = backward(&model, &trace, &labels, &mut ws)?;
                 let params = parameters(&model);
                 assert_eq!(ours.len(), params.len());
                 for (i, (p, g)) in params.iter().zip(&ours).enumerate() {
@@ -654,11 +707,16 @@ mod tests {
                 pad: k / 2,
             };
             let x = Tensor::randn(0f32, 1., (2, h, w, c), &dev)?;
-            let cols = im2col(&x, &g)?;
-            let r = Tensor::randn(0f32, 1., cols.shape(), &dev)?;
-            let lhs = (&cols * &r)?.sum_all()?.to_scalar::<f32>()?;
-            let rhs = (&x * col2im(&r, &g)?)?.sum_all()?.to_scalar::<f32>()?;
-            assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
+            // Twice: into fresh buffers, then into the reused ones.
+            let (mut b1, mut b2) = (None, None);
+            for _ in 0..2 {
+                let cols = im2col(&x, &g, &mut b1)?;
+                let r = Tensor::randn(0f32, 1., cols.shape(), &dev)?;
+                let lhs = (&cols * &r)?.sum_all()?.to_scalar::<f32>()?;
+                let rhs = (&x * col2im(&r, &g, &mut b2)?)?.sum_all()?.to_scalar::<f32>()?;
+                assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
+            }
+            let cols = im2col(&x, &g, &mut None)?;
             // And im2col equals the reference op.
             let reference = x.apply_op1(crate::ops::Im2Col(g))?;
             assert_eq!(max_diff(&cols, &reference), 0.0);
@@ -683,8 +741,9 @@ mod tests {
         let params = parameters(&model);
         let mut opt = FastOptimizer::new(Rule::from_config(&cfg), &params);
         let x = Tensor::randn(0f32, 1., (2, 28, 28, 1), &dev)?;
-        let trace = forward(&model, &x, true)?;
-        let grads = backward(&model, &trace, &[1, 2])?;
+        let mut ws = Workspace::default();
+        let trace = forward(&model, &x, true, &mut ws)?;
+        let grads = backward(&model, &trace, &[1, 2], &mut ws)?;
         opt.step(&params, &grads)?;
         let after = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
         assert_ne!(before, after);

@@ -15,7 +15,7 @@ use tuner_core::{Params, cnn::CnnConfig};
 use crate::{
     TrainError,
     data::{FashionMnist, PIXELS, Split},
-    fast::{self, FastOptimizer},
+    fast::{self, FastOptimizer, Workspace},
     metrics::{ConfusionMatrix, MetricsAccumulator, SplitMetrics},
     model::{DTYPE, Model, STREAM_SHUFFLE},
     optim::{Optimizer, Rule},
@@ -316,6 +316,7 @@ enum Engine {
     Fast {
         params: Vec<Tensor>,
         optimizer: FastOptimizer,
+        workspace: Workspace,
     },
     /// Candle's ops and autograd (real max-pooling).
     Candle { optimizer: Optimizer },
@@ -333,7 +334,11 @@ impl Session {
         let engine = if fast::supports(cfg) {
             let params = fast::parameters(&model);
             let optimizer = FastOptimizer::new(rule, &params);
-            Engine::Fast { params, optimizer }
+            Engine::Fast {
+                params,
+                optimizer,
+                workspace: Workspace::default(),
+            }
         } else {
             let mut vars: Vec<(String, Var)> = varmap
                 .data()
@@ -364,11 +369,15 @@ impl Session {
     ) -> Result<f64, TrainError> {
         let (x, labels) = self.standardizer.batch(split, indices)?;
         let logits: Vec<f32> = match &mut self.engine {
-            Engine::Fast { params, optimizer } => {
+            Engine::Fast {
+                params,
+                optimizer,
+                workspace,
+            } => {
                 let targets: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
-                let trace = fast::forward(&self.model, &x, true)?;
+                let trace = fast::forward(&self.model, &x, true, workspace)?;
                 let logits = trace.logits.flatten_all()?.to_vec1()?;
-                let grads = fast::backward(&self.model, &trace, &targets)?;
+                let grads = fast::backward(&self.model, &trace, &targets, workspace)?;
                 drop(trace);
                 optimizer.step(params, &grads)?;
                 logits
@@ -388,9 +397,13 @@ impl Session {
 }
 
 /// Logits `[b, 10]` of `model` on `x` for evaluation: the fast path where it applies.
-fn infer(model: &Model, x: &Tensor) -> candle_core::Result<Vec<f32>> {
+fn infer(
+    model: &Model,
+    x: &Tensor,
+    workspace: &mut Workspace,
+) -> candle_core::Result<Vec<f32>> {
     let logits = if fast::supports(model.config()) {
-        fast::forward(model, x, false)?.logits
+        fast::forward(model, x, false, workspace)?.logits
     } else {
         model.forward(x, false)?
     };
@@ -405,9 +418,10 @@ fn evaluate_model(
 ) -> Result<Evaluation, TrainError> {
     let mut metrics = MetricsAccumulator::default();
     let indices: Vec<usize> = (0..split.len()).collect();
+    let mut workspace = Workspace::default();
     for chunk in indices.chunks(batch_size.max(1)) {
         let (x, labels) = standardizer.batch(split, chunk)?;
-        let logits = infer(model, &x)?;
+        let logits = infer(model, &x, &mut workspace)?;
         metrics.add_batch(&logits, &labels);
     }
     let images = metrics.samples();
