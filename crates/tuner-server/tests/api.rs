@@ -841,7 +841,7 @@ async fn trial_events_stream_and_resume_from_the_last_event_id() {
             );
             // The study is over, so the stream ends by itself.
             let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            sse_events(&String::from_utf8(bytes.to_vec()).unwrap())
+            sse_events(std::str::from_utf8(&bytes).unwrap())
         }
     };
     let all = watch(None).await;
