@@ -27,8 +27,15 @@ struct Server {
 
 impl Server {
     fn start(db: &Path, extra: &[&str]) -> Self {
+        let addr = if extra.contains(&"--addr") {
+            &[][..]
+        } else {
+            &["--addr", "127.0.0.1:0"][..]
+        };
         let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--db"])
+            .arg("serve")
+            .args(addr)
+            .arg("--db")
             .arg(db)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -94,6 +101,7 @@ fn space(max_trials: u32, parallelism: u32) -> String {
     format!(
         "version: 1\nname: e2e\nobjective: {{metric: score, direction: maximize}}\n\
          budget: {{max_trials: {max_trials}, parallelism: {parallelism}}}\n\
+         optimizer: {{kind: random, seed: 1}}\n\
          parameters:\n  x: {{type: float, min: -2.0, max: 2.0}}\n  \
          n: {{type: int, min: 1, max: 64, log: true}}\n  \
          act: {{type: categorical, values: [relu, tanh, gelu]}}\nfixed: {{epochs: 1}}\n"
@@ -646,4 +654,73 @@ fn sixty_four_workers_complete_ten_thousand_trials() {
         text.contains("10000 trials stored (budget 10000), numbers dense: true, distinct configs: 10000, all completed: true"),
         "{text}"
     );
+}
+
+/// A worker that keeps going through connection errors and lost leases, as a real
+/// one would while the server restarts.
+async fn tolerant_worker(url: std::sync::Arc<std::sync::Mutex<String>>, study: StudyId) -> u32 {
+    let mut done = 0;
+    loop {
+        let client = ApiClient::new(url.lock().unwrap().clone());
+        match client.ask(study, &AskRequest::default()).await {
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(AskAnswer::Done) => return done,
+            Ok(AskAnswer::Wait(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(AskAnswer::Leased(a)) => {
+                let x = a.trial.params["x"].as_f64().unwrap();
+                let req = CompleteRequest {
+                    lease_token: Some(a.lease.token.clone()),
+                    value: Some(-x * x),
+                    metrics: Default::default(),
+                };
+                // Retry through a restart; a refused completion means the lease was
+                // lost (expired while the server was down): the trial runs again.
+                for _ in 0..100 {
+                    let client = ApiClient::new(url.lock().unwrap().clone());
+                    match client.complete(a.trial.id, &req).await {
+                        Ok(_) => {
+                            done += 1;
+                            break;
+                        }
+                        Err(e) if e.status().is_some() => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_server_during_asks_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("asks.db");
+    let server = Server::start(&db, &["--lease-seconds", "1"]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let study = server
+        .client()
+        .create_study(&space(150, 16), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let url = std::sync::Arc::new(std::sync::Mutex::new(server.url.clone()));
+    let workers: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(tolerant_worker(url.clone(), study.id)))
+        .collect();
+    // SIGKILL while asks and completions are in flight, then restart on the same port.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.kill();
+    let server = Server::start(&db, &["--lease-seconds", "1", "--addr", &addr]);
+    let mut completed = 0;
+    for w in workers {
+        completed += w.await.unwrap();
+    }
+    let client = server.client();
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    assert_eq!(trials.len(), 150, "budget exact");
+    assert_eq!(completed, 150);
+    let numbers: Vec<u64> = trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (0..150).collect::<Vec<u64>>());
+    assert!(trials.iter().all(|t| t.state == TrialState::Completed));
+    let distinct: HashSet<String> = trials.iter().map(|t| config_key(&t.params)).collect();
+    assert_eq!(distinct.len(), 150, "no configuration run twice");
 }

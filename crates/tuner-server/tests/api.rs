@@ -352,8 +352,17 @@ async fn ask_report_complete_and_best() {
     assert_eq!(done.body["value"], 0.75);
     assert_eq!(done.body["intermediate"][0]["value"], 0.5);
 
+    // A retried completion (its answer lost) gets the same answer; nothing changes.
     let again = s.complete(trial, &token, 0.9).await;
-    assert_error(&again, StatusCode::CONFLICT, "trial_not_running");
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body["value"], 0.75);
+    let late = s
+        .post(
+            &format!("/trials/{trial}/fail"),
+            json!({"lease_token": token, "reason": "too late"}),
+        )
+        .await;
+    assert_error(&late, StatusCode::CONFLICT, "trial_not_running");
 
     let best = s.get(&format!("/studies/{id}/best")).await;
     assert_eq!(best.status, StatusCode::OK);

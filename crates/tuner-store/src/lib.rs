@@ -76,7 +76,8 @@ pub trait Store: Send + Sync + 'static {
         expires_at: i64,
         report: &NewEpoch,
     ) -> Result<TrialRecord>;
-    /// Finishes a running trial for its lease holder.
+    /// Finishes a running trial for its lease holder. Repeating the same finish with
+    /// the same token answers the finished trial again (idempotent retries).
     async fn finish_trial(
         &self,
         trial: TrialId,

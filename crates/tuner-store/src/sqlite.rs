@@ -448,7 +448,7 @@ impl Store for SqliteStore {
     ) -> Result<TrialRecord> {
         let row = sqlx::query(&format!(
             "UPDATE trials SET state = ?, value = ?, metrics = ?, failure_reason = ?, \
-                 finished_at = ?, lease_token = NULL, lease_expires_at = NULL \
+                 finished_at = ?, lease_expires_at = NULL \
              WHERE id = ? AND state = 'running' AND lease_token = ? AND lease_expires_at >= ? \
              RETURNING {TRIAL_COLUMNS}"
         ))
@@ -463,6 +463,13 @@ impl Store for SqliteStore {
         .fetch_optional(&self.writer)
         .await?;
         let Some(row) = row else {
+            // A retried request (its first answer lost, e.g. to a server restart) finds
+            // the trial already finished the same way under the same lease: same answer.
+            // The token is kept on finished trials for this.
+            let current = self.get_trial(trial).await?;
+            if current.state == finish.state && current.lease_token.as_deref() == Some(token) {
+                return Ok(current);
+            }
             return Err(self.lease_failure(trial, token, now).await);
         };
         let mut record = trial_from_row(&row)?;

@@ -187,17 +187,37 @@ async fn only_the_lease_holder_may_touch_a_running_trial() {
         .await
         .unwrap();
     assert_eq!((done.state, done.value), (TrialState::Completed, Some(0.9)));
-    assert_eq!(done.lease_token, None);
+    assert_eq!(done.lease_expires_at, None);
 
-    // Finished trials are immutable.
+    // Finished trials are immutable: a retried completion gets the first answer back,
+    // anything else is refused.
+    let replay = store
+        .finish_trial(t.id, "good", 5_001, completed(1.0))
+        .await
+        .unwrap();
+    assert_eq!(replay.value, Some(0.9));
     assert!(matches!(
         store
-            .finish_trial(t.id, "good", 5_001, completed(1.0))
+            .finish_trial(
+                t.id,
+                "good",
+                5_001,
+                Finish {
+                    state: TrialState::Failed,
+                    value: None,
+                    metrics: None,
+                    reason: Some("late".into()),
+                },
+            )
             .await,
         Err(StoreError::NotRunning {
             state: TrialState::Completed,
             ..
         })
+    ));
+    assert!(matches!(
+        store.finish_trial(t.id, "bad", 5_001, completed(1.0)).await,
+        Err(StoreError::NotRunning { .. })
     ));
     assert!(matches!(
         store
