@@ -25,8 +25,8 @@ use std::{
 };
 
 use axum::Router;
-use tuner_core::{StudyId, StudySpec};
-use tuner_store::Store;
+use tuner_core::{StudyId, StudySpec, StudyState};
+use tuner_store::{Store, StoreError, StudyRecord};
 
 /// Settings an operator may change.
 #[derive(Debug, Clone)]
@@ -65,6 +65,16 @@ struct Inner {
     ask_locks: Mutex<HashMap<StudyId, Arc<tokio::sync::Mutex<()>>>>,
     /// Trial outcomes by study, kept current by every handler that changes a trial.
     histories: history::Histories,
+    /// Study records (read on every ask and completion), dropped whenever one changes.
+    studies: Mutex<HashMap<StudyId, CachedStudy>>,
+}
+
+/// A cached study record and a generation counter: a load that started before the
+/// record changed must not put the old record back.
+#[derive(Default)]
+struct CachedStudy {
+    generation: u64,
+    record: Option<StudyRecord>,
 }
 
 impl AppState {
@@ -76,6 +86,7 @@ impl AppState {
                 specs: Mutex::default(),
                 ask_locks: Mutex::default(),
                 histories: history::Histories::default(),
+                studies: Mutex::default(),
             }),
         }
     }
@@ -97,12 +108,55 @@ impl AppState {
         locks.entry(id).or_default().clone()
     }
 
+    /// The study's record, from memory when possible.
+    async fn study(&self, id: StudyId) -> Result<StudyRecord, StoreError> {
+        let generation = {
+            let studies = self.inner.studies.lock().unwrap_or_else(|e| e.into_inner());
+            match studies.get(&id) {
+                Some(CachedStudy {
+                    record: Some(record),
+                    ..
+                }) => return Ok(record.clone()),
+                Some(cached) => cached.generation,
+                None => 0,
+            }
+        };
+        let record = self.store().get_study(id).await?;
+        let mut studies = self.inner.studies.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = studies.entry(id).or_default();
+        if cached.generation == generation {
+            cached.record = Some(record.clone());
+        }
+        Ok(record)
+    }
+
+    /// Changes a study's state in the store, then drops the cached record.
+    async fn set_study_state(
+        &self,
+        id: StudyId,
+        to: StudyState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let result = self.store().set_study_state(id, to, reason, now).await;
+        self.drop_cached_study(id);
+        result
+    }
+
+    fn drop_cached_study(&self, id: StudyId) {
+        let mut studies = self.inner.studies.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = studies.entry(id).or_default();
+        cached.generation += 1;
+        cached.record = None;
+    }
+
     fn histories(&self) -> &history::Histories {
         &self.inner.histories
     }
 
     fn forget_study(&self, id: StudyId) {
         self.inner.histories.forget(id);
+        self.drop_cached_study(id);
         self.inner
             .specs
             .lock()

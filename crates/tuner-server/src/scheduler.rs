@@ -111,7 +111,7 @@ pub async fn ask(
     let _serialized = lock.lock().await;
 
     reap_once(state).await?;
-    let record = state.store().get_study(id).await?;
+    let record = state.study(id).await?;
     match record.state {
         StudyState::Running => {}
         StudyState::Paused => return Ok(AskOutcome::Wait),
@@ -176,7 +176,6 @@ pub async fn ask(
             }
             tracing::info!(study = %id, reason = %e, "study completed");
             state
-                .store()
                 .set_study_state(id, StudyState::Completed, Some(&e.to_string()), now)
                 .await?;
             Ok(AskOutcome::Done)
@@ -215,7 +214,7 @@ pub async fn ask_any(
 /// nothing is in flight.
 /// `after_failure`: a trial just failed, so the failure streak may have grown.
 pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Result<(), ApiError> {
-    let record = match state.store().get_study(id).await {
+    let record = match state.study(id).await {
         Ok(r) => r,
         // Deleted meanwhile: nothing to settle.
         Err(tuner_store::StoreError::StudyNotFound(_)) => return Ok(()),
@@ -239,7 +238,6 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
         );
         tracing::warn!(study = %id, %reason, "study failed");
         state
-            .store()
             .set_study_state(id, StudyState::Failed, Some(&reason), now)
             .await?;
         return Ok(());
@@ -248,7 +246,6 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
     if counts.spent() >= u64::from(spec.budget.max_trials) && counts.in_flight() == 0 {
         let reason = format!("budget of {} trials spent", spec.budget.max_trials);
         state
-            .store()
             .set_study_state(id, StudyState::Completed, Some(&reason), now)
             .await?;
     }
@@ -376,7 +373,7 @@ pub async fn after_report(
     epoch: u32,
     value: Option<f64>,
 ) -> Result<(ReportAction, Option<String>), ApiError> {
-    let record = state.store().get_study(trial.study_id).await?;
+    let record = state.study(trial.study_id).await?;
     if matches!(record.state, StudyState::Stopped | StudyState::Failed) {
         return Ok((
             ReportAction::Stop,
@@ -413,20 +410,17 @@ pub async fn after_report(
     Ok((ReportAction::Continue, None))
 }
 
-/// Trial-level read for handlers that need the study spec too.
-pub async fn trial_and_spec(
-    state: &AppState,
-    id: TrialId,
-) -> Result<(TrialRecord, Arc<StudySpec>), ApiError> {
-    let trial = state.store().get_trial(id).await?;
-    let record = state.store().get_study(trial.study_id).await?;
-    let spec = spec_of(state, &record).await?;
-    Ok((trial, spec))
+/// The spec of the study a trial belongs to (what report and complete need to find
+/// the objective's metric).
+pub async fn spec_of_trial(state: &AppState, id: TrialId) -> Result<Arc<StudySpec>, ApiError> {
+    let study = state.store().study_of_trial(id).await?;
+    let record = state.study(study).await?;
+    spec_of(state, &record).await
 }
 
 /// Parameter importance from a GP fitted to the study's completed trials.
 pub async fn importance(state: &AppState, id: StudyId) -> Result<tuner_api::Importance, ApiError> {
-    let record = state.store().get_study(id).await?;
+    let record = state.study(id).await?;
     let spec = spec_of(state, &record).await?;
     let history = state
         .histories()

@@ -50,6 +50,8 @@ pub trait Store: Send + Sync + 'static {
     /// All trials of a study without epochs (what a sampler needs).
     async fn trial_summaries(&self, study: StudyId) -> Result<Vec<TrialRecord>>;
     async fn get_trial(&self, id: TrialId) -> Result<TrialRecord>;
+    /// The study a trial belongs to.
+    async fn study_of_trial(&self, id: TrialId) -> Result<StudyId>;
 
     /// Creates trial number `max + 1` of the study, already leased.
     async fn insert_leased_trial(

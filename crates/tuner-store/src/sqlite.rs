@@ -316,6 +316,15 @@ impl Store for SqliteStore {
         Ok(trial)
     }
 
+    async fn study_of_trial(&self, id: TrialId) -> Result<StudyId> {
+        let row = sqlx::query("SELECT study_id FROM trials WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::TrialNotFound(id))?;
+        Ok(StudyId(row.get("study_id")))
+    }
+
     async fn insert_leased_trial(
         &self,
         study: StudyId,

@@ -101,7 +101,7 @@ pub(crate) async fn study_view(
     id: StudyId,
     with_spec: bool,
 ) -> Result<Study, ApiError> {
-    let record = state.store().get_study(id).await?;
+    let record = state.study(id).await?;
     let spec = spec_of(state, &record).await?;
     let counts = state.store().trial_counts(id).await?;
     let best = state.store().best_trial(id).await?;
@@ -165,7 +165,7 @@ pub async fn list_trials(
     if wants_event_stream(&headers) {
         let id = study_id(&id)?;
         // 404 now rather than an empty stream.
-        state.store().get_study(id).await?;
+        state.study(id).await?;
         let after = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
@@ -216,7 +216,7 @@ pub async fn best_trial(
     Path(id): Path<String>,
 ) -> Result<Json<Best>, ApiError> {
     let id = study_id(&id)?;
-    let record = state.store().get_study(id).await?;
+    let record = state.study(id).await?;
     let spec = spec_of(&state, &record).await?;
     let best = state
         .store()
@@ -243,7 +243,7 @@ async fn change_state(
     // Under the ask lock, so no trial is handed out mid-change.
     let lock = state.ask_lock(id);
     let _serialized = lock.lock().await;
-    let record = state.store().get_study(id).await?;
+    let record = state.study(id).await?;
     if !from.contains(&record.state) {
         return Err(ApiError::Conflict {
             code: "invalid_study_state",
@@ -251,7 +251,6 @@ async fn change_state(
         });
     }
     state
-        .store()
         .set_study_state(id, to, Some(reason), views::now_ms())
         .await?;
     if to == StudyState::Running {

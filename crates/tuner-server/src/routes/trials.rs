@@ -170,7 +170,7 @@ pub async fn report(
     let id = trial_id(&id)?;
     let req: ReportRequest = parse_json(&body_bytes(&state, body)?)?;
     let token = lease_token(&headers, req.lease_token)?;
-    let (_, spec) = scheduler::trial_and_spec(&state, id).await?;
+    let spec = scheduler::spec_of_trial(&state, id).await?;
     let value = objective_value(req.value, &req.metrics, &spec.objective.metric)?;
     let now = views::now_ms();
     let expires_at = lease_expiry(&state, now);
@@ -205,7 +205,7 @@ pub async fn complete_trial(
     let id = trial_id(&id)?;
     let req: CompleteRequest = parse_json(&body_bytes(&state, body)?)?;
     let token = lease_token(&headers, req.lease_token)?;
-    let (_, spec) = scheduler::trial_and_spec(&state, id).await?;
+    let spec = scheduler::spec_of_trial(&state, id).await?;
     let metric = &spec.objective.metric;
     let value = objective_value(req.value, &req.metrics, metric)?.ok_or_else(|| {
         ApiError::invalid(
