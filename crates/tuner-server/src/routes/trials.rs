@@ -218,23 +218,18 @@ pub async fn complete_trial(
             )],
         )
     })?;
-    let trial = state
-        .store()
-        .finish_trial(
-            id,
-            &token,
-            views::now_ms(),
-            Finish {
-                state: TrialState::Completed,
-                value: Some(value),
-                metrics: Some(Value::Object(req.metrics)),
-                reason: None,
-            },
-        )
-        .await?;
-    tracing::info!(trial = %id, value, "trial completed");
-    scheduler::after_finish(&state, &trial).await?;
-    Ok(Json(views::trial(&trial)))
+    finish(
+        &state,
+        id,
+        &token,
+        Finish {
+            state: TrialState::Completed,
+            value: Some(value),
+            metrics: Some(Value::Object(req.metrics)),
+            reason: None,
+        },
+    )
+    .await
 }
 
 pub async fn fail_trial(
@@ -254,22 +249,33 @@ pub async fn fail_trial(
         ));
     }
     let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+    finish(
+        &state,
+        id,
+        &token,
+        Finish {
+            state: TrialState::Failed,
+            value: None,
+            metrics: None,
+            reason: Some(reason),
+        },
+    )
+    .await
+}
+
+/// Ends a trial for its lease holder, then what follows any trial's end.
+async fn finish(
+    state: &AppState,
+    id: TrialId,
+    token: &str,
+    how: Finish,
+) -> Result<Json<Trial>, ApiError> {
     let trial = state
         .store()
-        .finish_trial(
-            id,
-            &token,
-            views::now_ms(),
-            Finish {
-                state: TrialState::Failed,
-                value: None,
-                metrics: None,
-                reason: Some(reason.clone()),
-            },
-        )
+        .finish_trial(id, token, views::now_ms(), how)
         .await?;
-    tracing::warn!(trial = %id, %reason, "trial failed");
-    scheduler::after_finish(&state, &trial).await?;
+    tracing::info!(trial = %id, state = %trial.state, value = ?trial.value, reason = ?trial.failure_reason, "trial finished");
+    scheduler::after_finish(state, &trial).await?;
     Ok(Json(views::trial(&trial)))
 }
 
