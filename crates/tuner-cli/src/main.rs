@@ -116,33 +116,7 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Train one config (e.g. from `best`) and evaluate it on the test set.
-    Train {
-        /// Flat YAML or JSON map of parameter → value (default: the baseline model).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Epochs (default: the config's `epochs`, else 10).
-        #[arg(long)]
-        epochs: Option<u32>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 0.2)]
-        validation_split: f64,
-        /// Train on only the first N training images.
-        #[arg(long)]
-        train_limit: Option<usize>,
-        /// Validate on only the first N validation images.
-        #[arg(long)]
-        val_limit: Option<usize>,
-        /// End with one JSON line: val_accuracy, test_accuracy, test metrics, history.
-        #[arg(long)]
-        json: bool,
-        /// Save the weights (safetensors) here, with the config beside them.
-        #[arg(long)]
-        save: Option<PathBuf>,
-        /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
+    Train(training::TrainArgs),
     /// Benchmarks that print their figures.
     Bench {
         #[command(subcommand)]
@@ -332,31 +306,9 @@ async fn run(cli: Cli) -> Result<()> {
             data_dir,
         } => worker(client, study, name, max_trials, data_dir).await,
         Command::Data { data_dir } => training::data(data_dir.as_deref()),
-        Command::Train {
-            config,
-            epochs,
-            seed,
-            validation_split,
-            train_limit,
-            val_limit,
-            json,
-            save,
-            data_dir,
-        } => tokio::task::spawn_blocking(move || {
-            training::train(training::TrainArgs {
-                config,
-                epochs,
-                seed,
-                validation_split,
-                train_limit,
-                val_limit,
-                json,
-                save,
-                data_dir,
-            })
-        })
-        .await
-        .context("training thread")?,
+        Command::Train(args) => tokio::task::spawn_blocking(move || training::train(args))
+            .await
+            .context("training thread")?,
         Command::Bench {
             what:
                 BenchCommand::Train {

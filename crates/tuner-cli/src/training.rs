@@ -55,15 +55,32 @@ fn read_config(path: &Path) -> Result<CnnConfig> {
     CnnConfig::from_params(&params).with_context(|| format!("{}: unusable config", path.display()))
 }
 
+#[derive(clap::Args)]
 pub struct TrainArgs {
+    /// Flat YAML or JSON map of parameter → value (default: the baseline model).
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Epochs (default: the config's `epochs`, else 10).
+    #[arg(long)]
     pub epochs: Option<u32>,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[arg(long, default_value_t = 0.2)]
     pub validation_split: f64,
+    /// Train on only the first N training images.
+    #[arg(long)]
     pub train_limit: Option<usize>,
+    /// Validate on only the first N validation images.
+    #[arg(long)]
     pub val_limit: Option<usize>,
+    /// End with one JSON line: val_accuracy, test_accuracy, test metrics, history.
+    #[arg(long)]
     pub json: bool,
+    /// Save the weights (safetensors) here, with the config beside them.
+    #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
 
