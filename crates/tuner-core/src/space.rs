@@ -454,6 +454,14 @@ impl Domain {
                 } else {
                     min + u * (max - min)
                 };
+                // The ends exactly (exp(ln(1e-4)) is 1.0000000000000009e-4).
+                let x = if u <= 0.0 {
+                    *min
+                } else if u >= 1.0 {
+                    *max
+                } else {
+                    x
+                };
                 ParamValue::Float(x.clamp(*min, *max))
             }
             Self::Int {

@@ -99,6 +99,10 @@ fn decode_respects_steps_logs_and_bounds() {
         let lr = params["learning_rate"].as_f64().unwrap();
         assert!((1e-4..=1e-2).contains(&lr));
     }
+    // The ends of a log scale are the bounds exactly.
+    let lr = space.get("learning_rate").unwrap();
+    assert_eq!(lr.domain.decode(0.0), ParamValue::Float(1.0e-4));
+    assert_eq!(lr.domain.decode(1.0), ParamValue::Float(1.0e-2));
     // u = 0.5 on a log scale is the geometric middle.
     let lr = space.get("learning_rate").unwrap();
     let ParamValue::Float(mid) = lr.domain.decode(0.5) else {
