@@ -11,12 +11,15 @@
 //! products are Candle's `matmul` (the `gemm` crate), which reads transposed operands
 //! through their strides without copying them.
 //!
-//! It covers every config whose pooling folds into the conv stride (`pool_size` 1, the
-//! student's model); real max-pooling runs on Candle's ops ([`supports`]). Candle's ops
-//! stay the reference: the tests below check the forward pass and every gradient
-//! against Candle's autograd on the same model.
+//! It covers the whole model family: pooling that folds into the conv stride
+//! (`pool_size` 1, the student's model) and non-overlapping max-pooling after a
+//! stride-1 conv. Candle's ops stay the reference (and the path of other devices): the
+//! tests below check the forward pass and every gradient against Candle's autograd on
+//! the same model.
 
 use std::{cell::RefCell, ops::Range};
+
+use rayon::prelude::*;
 
 use candle_core::{
     CpuStorage, InplaceOp1, Layout, Result, Storage, StorageRef, Tensor, bail, cpu::erf::erf_f32,
@@ -31,7 +34,7 @@ use crate::{
 
 /// Whether the fast path computes `config`'s model.
 pub(crate) fn supports(config: &CnnConfig) -> bool {
-    config.pool_size == 1
+    config.pool_size == 1 || config.pool_size == config.pool_stride
 }
 
 /// Read access to the `f32` data of a contiguous CPU tensor.
@@ -135,11 +138,13 @@ fn bias_act(z: Tensor, bias: &Tensor, act: Act) -> Result<Activated> {
                     }
                 }
             }
-            mutate(&z, |z| match p {
-                PointAct::Identity => rows(z, &bias, |v| v),
-                PointAct::Relu => rows(z, &bias, |v| v.max(0.0)),
-                PointAct::Tanh => rows(z, &bias, f32::tanh),
-                _ => rows(z, &bias, |v| p.apply(v)),
+            mutate(&z, |z| {
+                par_rows(z, c, |z| match p {
+                    PointAct::Identity => rows(z, &bias, |v| v),
+                    PointAct::Relu => rows(z, &bias, |v| v.max(0.0)),
+                    PointAct::Tanh => rows(z, &bias, f32::tanh),
+                    _ => rows(z, &bias, |v| p.apply(v)),
+                })
             })?;
             Ok(Activated { y: z, pre: None })
         }
@@ -161,9 +166,19 @@ fn bias_act(z: Tensor, bias: &Tensor, act: Act) -> Result<Activated> {
 /// In place on `grad` (`[rows, c]`, the gradient of `y`): the gradient of `z + bias`.
 /// Returns the bias gradient (the column sums), computed in the same pass.
 fn bias_act_backward(grad: &Tensor, out: &Activated, act: Act, c: usize) -> Result<Vec<f32>> {
-    let mut db = vec![0f32; c];
+    fn rows(g: &mut [f32], y: &[f32], db: &mut [f32], f: impl Fn(f32) -> f32) {
+        let c = db.len();
+        for (grow, yrow) in g.chunks_exact_mut(c).zip(y.chunks_exact(c)) {
+            for ((g, y), d) in grow.iter_mut().zip(yrow).zip(db.iter_mut()) {
+                *g *= f(*y);
+                *d += *g;
+            }
+        }
+    }
+    let mut db = Vec::new();
     match (act, &out.pre) {
         (Act::Point(PointAct::Identity), _) => {
+            db = vec![0f32; c];
             for row in View::new(grad)?.get()?.chunks_exact(c) {
                 for (d, g) in db.iter_mut().zip(row) {
                     *d += g;
@@ -173,31 +188,19 @@ fn bias_act_backward(grad: &Tensor, out: &Activated, act: Act, c: usize) -> Resu
         (Act::Point(p), _) => {
             let y = View::new(&out.y)?;
             let y = y.get()?;
-            fn rows(g: &mut [f32], y: &[f32], db: &mut [f32], f: impl Fn(f32) -> f32) {
-                let c = db.len();
-                for (grow, yrow) in g.chunks_exact_mut(c).zip(y.chunks_exact(c)) {
-                    for ((g, y), d) in grow.iter_mut().zip(yrow).zip(db.iter_mut()) {
-                        *g *= f(*y);
-                        *d += *g;
-                    }
-                }
-            }
-            mutate(grad, |g| match p {
-                PointAct::Relu => rows(g, y, &mut db, |y| if y > 0.0 { 1.0 } else { 0.0 }),
-                PointAct::Tanh => rows(g, y, &mut db, |y| 1.0 - y * y),
-                _ => rows(g, y, &mut db, |y| p.derivative_from_output(y)),
+            mutate(grad, |g| {
+                db = par_rows_sum(g, y, c, |g, y, db| match p {
+                    PointAct::Relu => rows(g, y, db, |y| if y > 0.0 { 1.0 } else { 0.0 }),
+                    PointAct::Tanh => rows(g, y, db, |y| 1.0 - y * y),
+                    _ => rows(g, y, db, |y| p.derivative_from_output(y)),
+                });
             })?;
         }
         (Act::Gelu, Some(pre)) => {
             let u = View::new(pre)?;
             let u = u.get()?;
             mutate(grad, |g| {
-                for (grow, urow) in g.chunks_exact_mut(c).zip(u.chunks_exact(c)) {
-                    for ((g, u), d) in grow.iter_mut().zip(urow).zip(db.iter_mut()) {
-                        *g *= gelu_grad(*u);
-                        *d += *g;
-                    }
-                }
+                db = par_rows_sum(g, u, c, |g, u, db| rows(g, u, db, gelu_grad));
             })?;
         }
         (Act::Gelu, None) => bail!("fast path: gelu output without its input"),
@@ -205,11 +208,10 @@ fn bias_act_backward(grad: &Tensor, out: &Activated, act: Act, c: usize) -> Resu
     Ok(db)
 }
 
-/// For each output pixel and kernel row `ky` that lies inside the image: `(row, ky,
-/// x_range)` where `x_range` are the output-pixel's kernel columns inside the image.
-/// Calls `f(row_of_cols, col_offset, input_offset, len)` for each contiguous run (in
-/// NHWC, horizontally adjacent taps are adjacent in memory) and `pad(col_offset, len)`
-/// for each run of padding.
+/// Walks the im2col matrix of `g` row by row, each row left to right: calls
+/// `run(row, col, input_offset, len)` for each run of taps inside the image (in NHWC,
+/// horizontally adjacent taps are adjacent in memory) and `pad(row, col, len)` for
+/// each run of zero padding.
 fn for_each_run(
     g: &ConvGeometry,
     mut run: impl FnMut(usize, usize, usize, usize),
@@ -270,51 +272,130 @@ fn reuse(buffer: &mut Option<Tensor>, dims: &[usize], like: &Tensor) -> Result<T
     Ok(t)
 }
 
+/// Work items below this many floats run on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
+/// Images per parallel chunk of a batch of `b`: a function of the shapes only, so
+/// that results do not depend on the thread count.
+fn images_per_chunk(b: usize, floats_per_image: usize) -> usize {
+    if b * floats_per_image < PAR_MIN {
+        b.max(1)
+    } else {
+        b.div_ceil(8).max(1)
+    }
+}
+
 /// `[b, h, w, c]` -> `[b * oh * ow, k * k * c]`, every element written (padding
-/// included), into `buffer` where it fits.
+/// included), into `buffer` where it fits; images in parallel.
 fn im2col(x: &Tensor, g: &ConvGeometry, buffer: &mut Option<Tensor>) -> Result<Tensor> {
     let input = View::new(x)?;
     let input = input.get()?;
     let out = reuse(buffer, &[g.rows(), g.cols()], x)?;
     let width = g.cols();
+    let rows_per_image = g.out_h() * g.out_w();
+    let in_per_image = g.h * g.w * g.c;
+    let per_chunk = images_per_chunk(g.b, rows_per_image * width);
     mutate(&out, |out| {
-        let out = RefCell::new(out);
-        for_each_run(
-            g,
-            |row, col, src, len| {
-                let dst = row * width + col;
-                out.borrow_mut()[dst..dst + len].copy_from_slice(&input[src..src + len]);
-            },
-            |row, col, len| {
-                let dst = row * width + col;
-                out.borrow_mut()[dst..dst + len].fill(0.0);
-            },
-        );
+        out.par_chunks_mut(per_chunk * rows_per_image * width)
+            .zip(input.par_chunks(per_chunk * in_per_image))
+            .for_each(|(out, input)| {
+                let sub = ConvGeometry {
+                    b: input.len() / in_per_image,
+                    ..*g
+                };
+                let out = RefCell::new(out);
+                for_each_run(
+                    &sub,
+                    |row, col, src, len| {
+                        let dst = row * width + col;
+                        out.borrow_mut()[dst..dst + len].copy_from_slice(&input[src..src + len]);
+                    },
+                    |row, col, len| {
+                        let dst = row * width + col;
+                        out.borrow_mut()[dst..dst + len].fill(0.0);
+                    },
+                );
+            });
     })?;
     Ok(out)
 }
 
 /// The adjoint of [`im2col`]: sums the taps of `[b * oh * ow, k * k * c]` into
-/// `[b, h, w, c]`, in a fixed order, into `buffer` where it fits.
+/// `[b, h, w, c]`, in a fixed order, into `buffer` where it fits; images in parallel.
 fn col2im(cols: &Tensor, g: &ConvGeometry, buffer: &mut Option<Tensor>) -> Result<Tensor> {
     let data = View::new(cols)?;
     let data = data.get()?;
     let width = g.cols();
     let out = reuse(buffer, &[g.b, g.h, g.w, g.c], cols)?;
+    let rows_per_image = g.out_h() * g.out_w();
+    let out_per_image = g.h * g.w * g.c;
+    let per_chunk = images_per_chunk(g.b, rows_per_image * width);
     mutate(&out, |out| {
-        out.fill(0.0);
-        for_each_run(
-            g,
-            |row, col, dst, len| {
-                let src = row * width + col;
-                for (o, v) in out[dst..dst + len].iter_mut().zip(&data[src..src + len]) {
-                    *o += v;
-                }
-            },
-            |_, _, _| {},
-        );
+        out.par_chunks_mut(per_chunk * out_per_image)
+            .zip(data.par_chunks(per_chunk * rows_per_image * width))
+            .for_each(|(out, data)| {
+                out.fill(0.0);
+                let sub = ConvGeometry {
+                    b: out.len() / out_per_image,
+                    ..*g
+                };
+                for_each_run(
+                    &sub,
+                    |row, col, dst, len| {
+                        let src = row * width + col;
+                        for (o, v) in out[dst..dst + len].iter_mut().zip(&data[src..src + len]) {
+                            *o += v;
+                        }
+                    },
+                    |_, _, _| {},
+                );
+            });
     })?;
     Ok(out)
+}
+
+/// Rows per parallel chunk of a `[rows, c]` matrix (a function of the shape only).
+fn rows_per_chunk(rows: usize, c: usize) -> usize {
+    if rows * c < PAR_MIN {
+        rows.max(1)
+    } else {
+        rows.div_ceil(8).max(1)
+    }
+}
+
+/// `f(row chunk)` over the rows of `z: [rows, c]` in parallel.
+fn par_rows(z: &mut [f32], c: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    let rows = z.len() / c.max(1);
+    z.par_chunks_mut(rows_per_chunk(rows, c) * c.max(1))
+        .for_each(f);
+}
+
+/// `f(grad chunk, other chunk, bias-gradient partial)` over the rows of `grad` and
+/// `other` (both `[rows, c]`) in parallel; returns the partials summed in chunk order.
+fn par_rows_sum(
+    grad: &mut [f32],
+    other: &[f32],
+    c: usize,
+    f: impl Fn(&mut [f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let rows = grad.len() / c.max(1);
+    let chunk = rows_per_chunk(rows, c) * c.max(1);
+    let partials: Vec<Vec<f32>> = grad
+        .par_chunks_mut(chunk)
+        .zip(other.par_chunks(chunk))
+        .map(|(g, o)| {
+            let mut db = vec![0f32; c];
+            f(g, o, &mut db);
+            db
+        })
+        .collect();
+    let mut db = vec![0f32; c];
+    for p in partials {
+        for (d, v) in db.iter_mut().zip(p) {
+            *d += v;
+        }
+    }
+    db
 }
 
 /// What the backward pass needs of one conv layer.
@@ -323,6 +404,76 @@ struct ConvTrace {
     /// `[rows, k * k * c_in]`.
     cols: Tensor,
     out: Activated,
+    /// Max-pooling after the activation, when the pooling does not fold into the stride.
+    pool: Option<Pooled>,
+}
+
+/// The output of a non-overlapping max-pool and where each maximum came from.
+struct Pooled {
+    /// `[b, oh / p, ow / p, c]`.
+    y: Tensor,
+    /// Per pooled element, the index of its maximum within its image of the pooled
+    /// tensor (the first maximum of its window in scan order, as TensorFlow and
+    /// PyTorch route it).
+    argmax: Vec<u32>,
+}
+
+/// Non-overlapping `p x p` max-pooling of `y: [b, h, w, c]` (windows that do not fit
+/// are dropped, as Candle and Keras' 'valid' pooling do).
+fn max_pool(y: &Tensor, p: usize) -> Result<Pooled> {
+    let (b, h, w, c) = y.dims4()?;
+    let (ph, pw) = (h / p, w / p);
+    let data = View::new(y)?;
+    let data = data.get()?;
+    let per_image = ph * pw * c;
+    let mut out = vec![0f32; b * per_image];
+    let mut argmax = vec![0u32; b * per_image];
+    out.par_chunks_mut(per_image.max(1))
+        .zip(argmax.par_chunks_mut(per_image.max(1)))
+        .enumerate()
+        .for_each(|(img, (out, arg))| {
+            let image = &data[img * h * w * c..(img + 1) * h * w * c];
+            for py in 0..ph {
+                for px in 0..pw {
+                    let o = (py * pw + px) * c;
+                    for dy in 0..p {
+                        for dx in 0..p {
+                            let src = ((py * p + dy) * w + px * p + dx) * c;
+                            let first = dy == 0 && dx == 0;
+                            for ch in 0..c {
+                                let v = image[src + ch];
+                                if first || v > out[o + ch] {
+                                    out[o + ch] = v;
+                                    arg[o + ch] = (src + ch) as u32;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    Ok(Pooled {
+        y: Tensor::from_vec(out, (b, ph, pw, c), y.device())?,
+        argmax,
+    })
+}
+
+/// The gradient of the pooled tensor's input `[rows, c]` from that of its output.
+fn max_pool_backward(grad: &Tensor, pooled: &Pooled, input: &Tensor) -> Result<Tensor> {
+    let mut out = vec![0f32; input.elem_count()];
+    let images = pooled.y.dim(0)?.max(1);
+    let (in_per_image, out_per_image) = (out.len() / images, pooled.argmax.len() / images);
+    let grad = View::new(grad)?;
+    let grad = grad.get()?;
+    out.par_chunks_mut(in_per_image.max(1))
+        .zip(grad.par_chunks(out_per_image.max(1)))
+        .zip(pooled.argmax.par_chunks(out_per_image.max(1)))
+        .for_each(|((out, grad), argmax)| {
+            for (g, &i) in grad.iter().zip(argmax) {
+                out[i as usize] += g;
+            }
+        });
+    Tensor::from_vec(out, input.shape(), input.device())
 }
 
 /// What the backward pass needs of one dense layer.
@@ -376,18 +527,45 @@ fn conv_forward(
         w,
         c,
         k: conv.k,
-        stride: model.config.pool_stride as usize,
+        // Subsampling (pool 1) folds into the stride; max-pooling follows a stride-1 conv.
+        stride: if model.config.pool_size == 1 {
+            model.config.pool_stride as usize
+        } else {
+            1
+        },
         pad: conv.k / 2,
     };
     let cols = im2col(x, &geometry, buffer)?;
     let kernel = conv.kernel.reshape((geometry.cols(), conv.c_out))?;
     let z = cols.matmul(&kernel)?;
     let out = bias_act(z, &conv.bias, Act::of(Some(model.config.conv_activation)))?;
+    let pool = match model.config.pool_size as usize {
+        1 => None,
+        p => Some(max_pool(
+            &out.y
+                .reshape((b, geometry.out_h(), geometry.out_w(), conv.c_out))?,
+            p,
+        )?),
+    };
     Ok(ConvTrace {
         geometry,
         cols,
         out,
+        pool,
     })
+}
+
+impl ConvTrace {
+    /// The block's output `[b, h', w', c_out]`.
+    fn output(&self, c_out: usize) -> Result<Tensor> {
+        match &self.pool {
+            Some(p) => Ok(p.y.clone()),
+            None => {
+                let g = &self.geometry;
+                self.out.y.reshape((g.b, g.out_h(), g.out_w(), c_out))
+            }
+        }
+    }
 }
 
 /// The forward pass of `model` on `x: [b, 28, 28, 1]`; `train` turns dropout on.
@@ -400,13 +578,11 @@ pub(crate) fn forward(
 ) -> Result<Trace> {
     let [cols1, cols2] = &mut workspace.cols;
     let conv1 = conv_forward(model, &x.contiguous()?, &model.conv1, cols1)?;
-    let g = conv1.geometry;
-    let x2 = conv1
-        .out
-        .y
-        .reshape((g.b, g.out_h(), g.out_w(), model.conv1.c_out))?;
+    let x2 = conv1.output(model.conv1.c_out)?;
     let conv2 = conv_forward(model, &x2, &model.conv2, cols2)?;
-    let mut x = conv2.out.y.reshape((g.b, ()))?;
+    let mut x = conv2
+        .output(model.conv2.c_out)?
+        .reshape((conv1.geometry.b, ()))?;
     let mut dense = Vec::with_capacity(model.hidden.len() + 1);
     let dense_act = Act::of(Some(model.config.dense_activation));
     for layer in &model.hidden {
@@ -515,6 +691,9 @@ pub(crate) fn backward(
         .enumerate()
         .rev()
     {
+        if let Some(pooled) = &t.pool {
+            grad = max_pool_backward(&grad, pooled, &t.out.y)?;
+        }
         let g2d = grad.reshape((t.geometry.rows(), conv.c_out))?;
         let db = bias_act_backward(&g2d, &t.out, conv_act, conv.c_out)?;
         let dw = t.cols.t()?.matmul(&g2d)?;
@@ -576,10 +755,36 @@ impl FastOptimizer {
                 );
             }
             let (rule, t) = (self.rule, self.steps);
-            mutate(param, |w| rule.update(t, w, grad, s1, s2))?;
+            mutate(param, |w| update_par(rule, t, w, grad, s1, s2))?;
         }
         Ok(())
     }
+}
+
+/// [`Rule::update`] on halves of the parameter in parallel (each element's update is
+/// independent of the others).
+fn update_par(rule: Rule, t: u64, w: &mut [f32], g: &[f32], s1: &mut [f32], s2: &mut [f32]) {
+    if w.len() < 2 * PAR_MIN {
+        rule.update(t, w, g, s1, s2);
+        return;
+    }
+    fn split(s: &mut [f32], mid: usize) -> (&mut [f32], &mut [f32]) {
+        // Unused slots are empty.
+        if s.is_empty() {
+            (&mut [], &mut [])
+        } else {
+            s.split_at_mut(mid)
+        }
+    }
+    let mid = w.len() / 2;
+    let (w1, w2) = w.split_at_mut(mid);
+    let (g1, g2) = g.split_at(mid);
+    let (s1a, s1b) = split(s1, mid);
+    let (s2a, s2b) = split(s2, mid);
+    rayon::join(
+        || update_par(rule, t, w1, g1, s1a, s2a),
+        || update_par(rule, t, w2, g2, s1b, s2b),
+    );
 }
 
 #[cfg(test)]
@@ -645,6 +850,19 @@ mod tests {
                 ..small.clone()
             },
             CnnConfig {
+                pool_size: 2,
+                pool_stride: 2,
+                conv_activation: Activation::Tanh,
+                ..small.clone()
+            },
+            CnnConfig {
+                kernel_size: 5,
+                pool_size: 3,
+                pool_stride: 3,
+                dropout: 0.2,
+                ..small.clone()
+            },
+            CnnConfig {
                 kernel_size: 7,
                 pool_stride: 1,
                 conv_activation: Activation::Tanh,
@@ -652,13 +870,14 @@ mod tests {
                 ..small.clone()
             },
         ];
-        for cfg in cfgs {
+        for (i, cfg) in cfgs.into_iter().enumerate() {
             assert!(supports(&cfg));
             let vm = Model::init_varmap(&cfg, 11, &dev)?;
             let model = Model::new(&cfg, VarBuilder::from_varmap(&vm, DTYPE, &dev))?;
-            let b = 3;
+            // One batch large enough for the parallel chunking, small ones otherwise.
+            let b = if i == 0 { 32 } else { 3 };
             let x = Tensor::randn(0f32, 1., (b, 28, 28, 1), &dev)?;
-            let labels = [3u32, 0, 9];
+            let labels: Vec<u32> = (0..b as u32).map(|j| (7 * j + 3) % 10).collect();
             let mut ws = Workspace::default();
             for train in [false, true, true] {
                 model.set_dropout_seed(5);
@@ -673,7 +892,7 @@ mod tests {
                 if !train {
                     continue;
                 }
-                let targets = Tensor::new(&labels, &dev)?;
+                let targets = Tensor::new(labels.as_slice(), &dev)?;
                 let grads = candle_nn::loss::cross_entropy(&want, &targets)?.backward()?;
                 let ours = backward(&model, &trace, &labels, &mut ws)?;
                 let params = parameters(&model);
@@ -713,7 +932,9 @@ mod tests {
                 let cols = im2col(&x, &g, &mut b1)?;
                 let r = Tensor::randn(0f32, 1., cols.shape(), &dev)?;
                 let lhs = (&cols * &r)?.sum_all()?.to_scalar::<f32>()?;
-                let rhs = (&x * col2im(&r, &g, &mut b2)?)?.sum_all()?.to_scalar::<f32>()?;
+                let rhs = (&x * col2im(&r, &g, &mut b2)?)?
+                    .sum_all()?
+                    .to_scalar::<f32>()?;
                 assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
             }
             let cols = im2col(&x, &g, &mut None)?;
@@ -722,6 +943,37 @@ mod tests {
             assert_eq!(max_diff(&cols, &reference), 0.0);
         }
         Ok(())
+    }
+
+    /// The parallel update equals the sequential one, with and without slots.
+    #[test]
+    fn parallel_update_equals_sequential() {
+        let n = 5 * PAR_MIN + 7;
+        let w0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let g: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+        for cfg in [
+            CnnConfig::default(),
+            CnnConfig {
+                optimizer: tuner_core::cnn::CnnOptimizer::Sgd,
+                ..CnnConfig::default()
+            },
+            CnnConfig {
+                optimizer: tuner_core::cnn::CnnOptimizer::Rmsprop,
+                ..CnnConfig::default()
+            },
+        ] {
+            let rule = Rule::from_config(&cfg);
+            let (one, two) = rule.slots();
+            let slot = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
+            let (mut w1, mut a1, mut b1) = (w0.clone(), slot(one), slot(two));
+            let (mut w2, mut a2, mut b2) = (w0.clone(), slot(one), slot(two));
+            for t in 1..=3 {
+                rule.update(t, &mut w1, &g, &mut a1, &mut b1);
+                update_par(rule, t, &mut w2, &g, &mut a2, &mut b2);
+            }
+            assert_eq!(w1, w2, "{rule:?}");
+            assert_ne!(w1, w0);
+        }
     }
 
     /// One fast optimizer step changes the model's own variables.

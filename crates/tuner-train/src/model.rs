@@ -270,10 +270,17 @@ impl Model {
         if pool == 1 {
             return Ok(y);
         }
-        // Real max-pooling, non-overlapping (pool == stride): Candle pools NCHW.
-        y.permute((0, 3, 1, 2))? // [b, c_out, oh, ow]
-            .max_pool2d_with_stride(pool, stride)?
-            .permute((0, 2, 3, 1))? // [b, oh / pool, ow / pool, c_out]
+        // Real max-pooling, non-overlapping (pool == stride), as a max over the axes of
+        // a reshape: Candle's `max_pool2d` scales its gradient by (maxima in the
+        // window) / pool^2, i.e. a quarter of the true gradient for 2x2 windows.
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let (ph, pw) = (oh / pool, ow / pool);
+        y.narrow(1, 0, ph * pool)?
+            .narrow(2, 0, pw * pool)?
+            .contiguous()?
+            .reshape((b, ph, pool, pw, pool, conv.c_out))?
+            .max(4)? // [b, ph, pool, pw, c_out]
+            .max(2)? // [b, ph, pw, c_out]
             .contiguous()
     }
 

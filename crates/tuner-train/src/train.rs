@@ -311,14 +311,15 @@ struct Session {
 
 /// How a session computes its steps.
 enum Engine {
-    /// The hand-written forward, backward and update of [`fast`] (every config whose
-    /// pooling folds into the conv stride).
+    /// The hand-written forward, backward and update of [`fast`] (every valid config:
+    /// folded subsampling and max-pooling alike).
     Fast {
         params: Vec<Tensor>,
         optimizer: FastOptimizer,
         workspace: Workspace,
     },
-    /// Candle's ops and autograd (real max-pooling).
+    /// Candle's ops and autograd: the reference path, for configs the fast path does
+    /// not take (none of those `CnnConfig::from_params` accepts today).
     Candle { optimizer: Optimizer },
 }
 
@@ -397,11 +398,7 @@ impl Session {
 }
 
 /// Logits `[b, 10]` of `model` on `x` for evaluation: the fast path where it applies.
-fn infer(
-    model: &Model,
-    x: &Tensor,
-    workspace: &mut Workspace,
-) -> candle_core::Result<Vec<f32>> {
+fn infer(model: &Model, x: &Tensor, workspace: &mut Workspace) -> candle_core::Result<Vec<f32>> {
     let logits = if fast::supports(model.config()) {
         fast::forward(model, x, false, workspace)?.logits
     } else {
