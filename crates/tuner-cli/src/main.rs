@@ -4,6 +4,7 @@
 //! of a running server (`--server`, or `TUNER_SERVER`). Owns only argument parsing,
 //! presentation and process wiring: the rules live in the library crates.
 
+mod bench_optimizer;
 mod bench_service;
 mod local;
 mod output;
@@ -190,6 +191,18 @@ enum BenchCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Samplers on standard test problems through the HTTP API: simple regret.
+    Optimizer {
+        /// Comma-separated: branin, hartmann6, levy5, rosenbrock4, mixed.
+        #[arg(long, value_delimiter = ',', default_value = "branin,hartmann6")]
+        problems: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "gp,random")]
+        optimizers: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        seeds: u32,
+        #[arg(long, default_value_t = 50)]
+        budget: u32,
+    },
     /// Ask + complete cycles per second through HTTP, many workers on one study.
     Service {
         #[arg(long, default_value_t = 64)]
@@ -321,6 +334,23 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchCommand::Service { workers, trials },
         } => bench_service::bench_service(workers, trials).await,
+        Command::Bench {
+            what:
+                BenchCommand::Optimizer {
+                    problems,
+                    optimizers,
+                    seeds,
+                    budget,
+                },
+        } => {
+            bench_optimizer::bench_optimizer(bench_optimizer::OptimizerBench {
+                problems,
+                optimizers,
+                seeds,
+                budget,
+            })
+            .await
+        }
         Command::Validate { file } => {
             let text = read_doc(&file)?;
             let checked = parse_spec(&text, doc_format(&file).0).and_then(|spec| {

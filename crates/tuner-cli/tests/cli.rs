@@ -724,3 +724,63 @@ async fn killing_the_server_during_asks_loses_and_duplicates_nothing() {
     let distinct: HashSet<String> = trials.iter().map(|t| config_key(&t.params)).collect();
     assert_eq!(distinct.len(), 150, "no configuration run twice");
 }
+
+/// Through HTTP the GP suggests exactly what it suggests in process: parameter values
+/// and objective values survive JSON and SQLite bit for bit, so the same seed and
+/// history give the same suggestion wherever the sampler runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gp_suggests_the_same_through_http_as_in_process() {
+    use tuner_optim::{GpConfig, GpSampler, Observation, Outcome, Sampler, SuggestContext};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("gp.db"), &[]);
+    let client = server.client();
+    let problem = tuner_optim::problems::all()
+        .into_iter()
+        .find(|p| p.name == "hartmann6")
+        .unwrap();
+    let doc = tuner_optim::problems::document(
+        "same",
+        &problem.parameters,
+        14,
+        "{kind: gp, seed: 3, initial_trials: 8}",
+    );
+    let study = client.create_study(&doc, DocFormat::Yaml).await.unwrap();
+    let sampler = GpSampler::new(GpConfig {
+        initial_trials: 8,
+        ..GpConfig::default()
+    });
+    let mut history: Vec<Observation> = Vec::new();
+    for n in 0..14 {
+        let local = sampler
+            .suggest(&SuggestContext {
+                space: &problem.space,
+                direction: tuner_core::Direction::Minimize,
+                seed: 3,
+                trial_number: n,
+                history: &history,
+                seen: None,
+            })
+            .unwrap();
+        let AskAnswer::Leased(a) = client.ask(study.id, &AskRequest::default()).await.unwrap()
+        else {
+            panic!("no trial {n}")
+        };
+        assert_eq!(a.trial.params, local, "trial {n}");
+        let y = (problem.f)(&local);
+        history.push(Observation {
+            params: local,
+            outcome: Outcome::Completed(y),
+        });
+        client
+            .complete(
+                a.trial.id,
+                &CompleteRequest {
+                    lease_token: Some(a.lease.token),
+                    value: Some(y),
+                    metrics: Default::default(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+}

@@ -12,6 +12,7 @@ mod coder;
 pub mod conformance;
 mod gp;
 mod gp_sampler;
+pub mod problems;
 mod random;
 mod sobol;
 

@@ -1,0 +1,130 @@
+//! `tuner-cli bench optimizer`: samplers on standard test problems, driven through
+//! the real HTTP ask/complete API (the in-process figures come from
+//! `cargo run --release -p tuner-optim --example bbo`).
+
+use std::{sync::Arc, time::Instant};
+
+use anyhow::{Result, bail};
+use tuner_api::{ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat};
+use tuner_optim::problems;
+use tuner_server::{AppState, ServerConfig};
+use tuner_store::SqliteStore;
+
+pub struct OptimizerBench {
+    pub problems: Vec<String>,
+    pub optimizers: Vec<String>,
+    pub seeds: u32,
+    pub budget: u32,
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
+    if args.seeds == 0 || args.budget == 0 {
+        bail!("--seeds and --budget must be at least 1");
+    }
+    let all = problems::all();
+    for name in &args.problems {
+        if !all.iter().any(|p| p.name == name) {
+            let names: Vec<&str> = all.iter().map(|p| p.name).collect();
+            bail!(
+                "unknown problem `{name}`; expected one of {}",
+                names.join(", ")
+            );
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("tuner-bbo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let store = SqliteStore::open(&dir.join("bbo.db")).await?;
+    let state = AppState::new(Arc::new(store.clone()), ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move { axum::serve(listener, tuner_server::app(state)).await });
+    let client = ApiClient::new(&url);
+    let checkpoints: Vec<u32> = [10, 25, 50, 100, 200]
+        .into_iter()
+        .filter(|c| *c <= args.budget)
+        .collect();
+    println!(
+        "median simple regret [IQR] over {} seeds, through HTTP ask/complete",
+        args.seeds
+    );
+    for problem in all
+        .iter()
+        .filter(|p| args.problems.iter().any(|n| n == p.name))
+    {
+        for optimizer in &args.optimizers {
+            // regrets[c][seed]
+            let mut regrets: Vec<Vec<f64>> = vec![Vec::new(); checkpoints.len()];
+            let mut ask_seconds = 0.0;
+            let mut asks = 0u32;
+            for seed in 0..args.seeds {
+                let doc = problems::document(
+                    &format!("bbo-{}-{optimizer}-{seed}", problem.name),
+                    &problem.parameters,
+                    args.budget,
+                    &format!("{{kind: {optimizer}, seed: {seed}}}"),
+                );
+                let study = client.create_study(&doc, DocFormat::Yaml).await?;
+                let mut best = f64::INFINITY;
+                let mut trace = Vec::with_capacity(args.budget as usize);
+                loop {
+                    let started = Instant::now();
+                    let answer = client.ask(study.id, &AskRequest::default()).await?;
+                    match answer {
+                        AskAnswer::Done => break,
+                        AskAnswer::Wait(d) => tokio::time::sleep(d).await,
+                        AskAnswer::Leased(a) => {
+                            ask_seconds += started.elapsed().as_secs_f64();
+                            asks += 1;
+                            let y = (problem.f)(&a.trial.params);
+                            best = best.min(y);
+                            trace.push(best - problem.optimum);
+                            client
+                                .complete(
+                                    a.trial.id,
+                                    &CompleteRequest {
+                                        lease_token: Some(a.lease.token),
+                                        value: Some(y),
+                                        metrics: Default::default(),
+                                    },
+                                )
+                                .await?;
+                        }
+                    }
+                }
+                for (i, c) in checkpoints.iter().enumerate() {
+                    regrets[i].push(trace[*c as usize - 1]);
+                }
+            }
+            let cells: Vec<String> = checkpoints
+                .iter()
+                .zip(&mut regrets)
+                .map(|(c, r)| {
+                    r.sort_by(f64::total_cmp);
+                    format!(
+                        "@{c}: {:.3e} [{:.2e}, {:.2e}]",
+                        quantile(r, 0.5),
+                        quantile(r, 0.25),
+                        quantile(r, 0.75)
+                    )
+                })
+                .collect();
+            println!(
+                "{:<12} {:<7} {}  (ask {:.1} ms on average)",
+                problem.name,
+                optimizer,
+                cells.join("  "),
+                1000.0 * ask_seconds / f64::from(asks.max(1))
+            );
+        }
+    }
+    server.abort();
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
