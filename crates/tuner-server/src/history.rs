@@ -18,6 +18,9 @@ use tuner_store::{ReapedTrial, Store, StoreError, TrialRecord};
 #[derive(Default)]
 pub struct Histories {
     studies: Mutex<HashMap<StudyId, Arc<tokio::sync::Mutex<Option<StudyHistory>>>>>,
+    /// The study of every trial seen (trial ids are never reused, so an entry never
+    /// points at the wrong study; one of a deleted study leads to a 404).
+    trial_studies: Mutex<HashMap<TrialId, StudyId>>,
 }
 
 #[derive(Clone)]
@@ -80,8 +83,21 @@ impl Histories {
             .unwrap_or_default())
     }
 
+    /// The study a trial belongs to, if this server has seen the trial.
+    pub fn study_of(&self, trial: TrialId) -> Option<StudyId> {
+        self.trial_studies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&trial)
+            .copied()
+    }
+
     /// Applies a trial's committed state (a new trial is appended).
     pub async fn record(&self, trial: &TrialRecord) {
+        self.trial_studies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(trial.id, trial.study_id);
         self.apply(trial.study_id, trial.id, || observation(trial))
             .await;
     }

@@ -242,8 +242,19 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
             .await?;
         return Ok(());
     }
-    let counts = state.store().trial_counts(id).await?;
-    if counts.spent() >= u64::from(spec.budget.max_trials) && counts.in_flight() == 0 {
+    // Counted from the in-memory history (kept current by every change, and already
+    // updated by the caller), not by a query on every completion.
+    let history = state.histories().snapshot(state.store(), id).await?;
+    let (mut failed, mut in_flight) = (0u64, 0u64);
+    for o in history.observations.iter() {
+        match o.outcome {
+            tuner_optim::Outcome::Failed => failed += 1,
+            tuner_optim::Outcome::Pending => in_flight += 1,
+            _ => {}
+        }
+    }
+    let spent = history.observations.len() as u64 - failed;
+    if spent >= u64::from(spec.budget.max_trials) && in_flight == 0 {
         let reason = format!("budget of {} trials spent", spec.budget.max_trials);
         state
             .set_study_state(id, StudyState::Completed, Some(&reason), now)
@@ -413,7 +424,10 @@ pub async fn after_report(
 /// The spec of the study a trial belongs to (what report and complete need to find
 /// the objective's metric).
 pub async fn spec_of_trial(state: &AppState, id: TrialId) -> Result<Arc<StudySpec>, ApiError> {
-    let study = state.store().study_of_trial(id).await?;
+    let study = match state.histories().study_of(id) {
+        Some(study) => study,
+        None => state.store().study_of_trial(id).await?,
+    };
     let record = state.study(study).await?;
     spec_of(state, &record).await
 }
