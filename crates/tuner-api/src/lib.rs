@@ -132,6 +132,9 @@ pub struct EpochReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrialList {
     pub trials: Vec<Trial>,
+    /// How many trials matched the filter, before `limit`/`offset` cut a page out.
+    #[serde(default)]
+    pub total: u64,
 }
 
 /// One event of `GET /studies/{id}/trials` with `Accept: text/event-stream`. The SSE

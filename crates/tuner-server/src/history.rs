@@ -5,6 +5,10 @@
 //! every ask (which made `ask` O(trials)). A study's entry is loaded under its lock and
 //! every change is applied under the same lock after it is committed, so a load can
 //! never overwrite a newer outcome with an older one.
+//!
+//! It also counts the study's trials by state, so `ask` and `settle` check budget and
+//! parallelism without a query. Counts can only lag the database by changes
+//! committed but not yet applied, and those only make `ask` wait a moment longer.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,7 +17,7 @@ use std::{
 
 use tuner_core::{StudyId, TrialId, TrialState, config_key};
 use tuner_optim::{Observation, Outcome};
-use tuner_store::{ReapedTrial, Store, StoreError, TrialRecord};
+use tuner_store::{ReapedTrial, Store, StoreError, TrialCounts, TrialRecord};
 
 #[derive(Default)]
 pub struct Histories {
@@ -30,6 +34,41 @@ struct StudyHistory {
     observations: Arc<Vec<Observation>>,
     /// `config_key` of every trial's params (params never change, so keys only grow).
     keys: Arc<HashSet<String>>,
+    /// Each trial's state, by the same index as `observations`.
+    states: Vec<TrialState>,
+    counts: TrialCounts,
+}
+
+impl StudyHistory {
+    fn load(trials: &[TrialRecord]) -> Self {
+        let mut counts = TrialCounts::default();
+        for t in trials {
+            *count_of(&mut counts, t.state) += 1;
+        }
+        StudyHistory {
+            index: trials.iter().enumerate().map(|(i, t)| (t.id, i)).collect(),
+            observations: Arc::new(trials.iter().map(observation).collect()),
+            keys: Arc::new(trials.iter().map(|t| config_key(&t.params)).collect()),
+            states: trials.iter().map(|t| t.state).collect(),
+            counts,
+        }
+    }
+
+    fn set_state(&mut self, i: usize, state: TrialState) {
+        *count_of(&mut self.counts, self.states[i]) -= 1;
+        *count_of(&mut self.counts, state) += 1;
+        self.states[i] = state;
+    }
+}
+
+fn count_of(counts: &mut TrialCounts, state: TrialState) -> &mut u64 {
+    match state {
+        TrialState::Pending => &mut counts.pending,
+        TrialState::Running => &mut counts.running,
+        TrialState::Completed => &mut counts.completed,
+        TrialState::Pruned => &mut counts.pruned,
+        TrialState::Failed => &mut counts.failed,
+    }
 }
 
 /// What a sampler gets: every trial in number order, and their config keys.
@@ -37,6 +76,7 @@ struct StudyHistory {
 pub struct Snapshot {
     pub observations: Arc<Vec<Observation>>,
     pub keys: Arc<HashSet<String>>,
+    pub counts: TrialCounts,
 }
 
 /// What a trial means to a sampler.
@@ -68,17 +108,14 @@ impl Histories {
         let mut guard = entry.lock().await;
         if guard.is_none() {
             let trials = store.trial_summaries(id).await?;
-            *guard = Some(StudyHistory {
-                index: trials.iter().enumerate().map(|(i, t)| (t.id, i)).collect(),
-                observations: Arc::new(trials.iter().map(observation).collect()),
-                keys: Arc::new(trials.iter().map(|t| config_key(&t.params)).collect()),
-            });
+            *guard = Some(StudyHistory::load(&trials));
         }
         Ok(guard
             .as_ref()
             .map(|h| Snapshot {
                 observations: h.observations.clone(),
                 keys: h.keys.clone(),
+                counts: h.counts,
             })
             .unwrap_or_default())
     }
@@ -98,7 +135,7 @@ impl Histories {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(trial.id, trial.study_id);
-        self.apply(trial.study_id, trial.id, || observation(trial))
+        self.apply(trial.study_id, trial.id, trial.state, || observation(trial))
             .await;
     }
 
@@ -111,23 +148,35 @@ impl Histories {
                 && let Some(&i) = h.index.get(&r.id)
             {
                 Arc::make_mut(&mut h.observations)[i].outcome = outcome(r.state, None);
+                h.set_state(i, r.state);
             }
         }
     }
 
-    async fn apply(&self, study: StudyId, trial: TrialId, make: impl FnOnce() -> Observation) {
+    async fn apply(
+        &self,
+        study: StudyId,
+        trial: TrialId,
+        state: TrialState,
+        make: impl FnOnce() -> Observation,
+    ) {
         let entry = self.entry(study);
         let mut guard = entry.lock().await;
         // Not loaded yet: the next load reads the committed state.
         let Some(h) = guard.as_mut() else { return };
         let observations = Arc::make_mut(&mut h.observations);
         match h.index.get(&trial) {
-            Some(&i) => observations[i] = make(),
+            Some(&i) => {
+                observations[i] = make();
+                h.set_state(i, state);
+            }
             None => {
                 let observation = make();
                 Arc::make_mut(&mut h.keys).insert(config_key(&observation.params));
                 h.index.insert(trial, observations.len());
                 observations.push(observation);
+                h.states.push(state);
+                *count_of(&mut h.counts, state) += 1;
             }
         }
     }
@@ -232,6 +281,9 @@ mod tests {
             .unwrap();
         assert_eq!(cached.observations, fresh.observations);
         assert_eq!(cached.keys, fresh.keys);
+        assert_eq!(cached.counts, fresh.counts);
+        assert_eq!(cached.counts, store.trial_counts(study.id).await.unwrap());
+        assert_eq!(cached.counts.completed, 1);
         assert_eq!(cached.keys.len(), 4);
         let cached = cached.observations;
         assert_eq!(cached[0].outcome, Outcome::Completed(0.5));

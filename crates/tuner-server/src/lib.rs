@@ -7,6 +7,7 @@
 //! Depends on `tuner-core`, `tuner-api`, `tuner-optim` and `tuner-store`; must not
 //! depend on the trainer (workers reach it over HTTP like anyone else).
 
+mod dashboard;
 mod error;
 mod history;
 mod routes;
@@ -20,7 +21,10 @@ pub use scheduler::reap_once;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
     time::Duration,
 };
 
@@ -67,6 +71,12 @@ struct Inner {
     histories: history::Histories,
     /// Study records (read on every ask and completion), dropped whenever one changes.
     studies: Mutex<HashMap<StudyId, CachedStudy>>,
+    /// No lease can expire before this time (Unix ms): a lower bound on the earliest
+    /// `lease_expires_at` of running trials, so `ask` reaps only when one may be due.
+    /// Starts at the minimum: a restarted server reaps on its first ask.
+    next_expiry: AtomicI64,
+    /// One reap at a time; a caller that finds one running does not wait for it.
+    reaping: tokio::sync::Mutex<()>,
 }
 
 /// A cached study record and a generation counter: a load that started before the
@@ -87,6 +97,8 @@ impl AppState {
                 ask_locks: Mutex::default(),
                 histories: history::Histories::default(),
                 studies: Mutex::default(),
+                next_expiry: AtomicI64::new(i64::MIN),
+                reaping: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -148,6 +160,17 @@ impl AppState {
         let cached = studies.entry(id).or_default();
         cached.generation += 1;
         cached.record = None;
+    }
+
+    /// Remembers a lease handed out, after its commit.
+    fn note_lease(&self, expires_at: i64) {
+        self.inner
+            .next_expiry
+            .fetch_min(expires_at, Ordering::SeqCst);
+    }
+
+    fn lease_may_have_expired(&self, now: i64) -> bool {
+        now >= self.inner.next_expiry.load(Ordering::SeqCst)
     }
 
     fn histories(&self) -> &history::Histories {

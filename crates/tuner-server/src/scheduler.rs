@@ -1,7 +1,7 @@
 //! The scheduling rules: which trial a worker gets, when a study is done, when a
 //! trial is pruned, and what happens to lost leases.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 use rand::Rng;
 use tuner_api::{AskResponse, Lease, LeasedTrial, ReportAction};
@@ -110,7 +110,9 @@ pub async fn ask(
     let lock = state.ask_lock(id);
     let _serialized = lock.lock().await;
 
-    reap_once(state).await?;
+    if state.lease_may_have_expired(views::now_ms()) {
+        reap_once(state).await?;
+    }
     let record = state.study(id).await?;
     match record.state {
         StudyState::Running => {}
@@ -118,7 +120,8 @@ pub async fn ask(
         _ => return Ok(AskOutcome::Done),
     }
     let spec = spec_of(state, &record).await?;
-    let counts = state.store().trial_counts(id).await?;
+    let history = state.histories().snapshot(state.store(), id).await?;
+    let counts = history.counts;
     if counts.running >= u64::from(spec.budget.parallelism) {
         return Ok(AskOutcome::Wait);
     }
@@ -132,6 +135,8 @@ pub async fn ask(
     if counts.pending > 0
         && let Some(trial) = state.store().lease_pending_trial(id, &grant).await?
     {
+        state.note_lease(grant.expires_at);
+        state.histories().record(&trial).await;
         return Ok(leased(state, &record, &spec, trial));
     }
     if counts.spent() >= u64::from(spec.budget.max_trials) {
@@ -143,7 +148,6 @@ pub async fn ask(
         });
     }
 
-    let history = state.histories().snapshot(state.store(), id).await?;
     let trial_number = history.observations.len() as u64;
     let spec_for_sampler = spec.clone();
     let sampler = sampler_for(&spec);
@@ -166,6 +170,7 @@ pub async fn ask(
                 .store()
                 .insert_leased_trial(id, &params, &grant)
                 .await?;
+            state.note_lease(grant.expires_at);
             state.histories().record(&trial).await;
             tracing::info!(study = %id, trial = %trial.id, number = trial.number, "trial started");
             Ok(leased(state, &record, &spec, trial))
@@ -244,17 +249,8 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
     }
     // Counted from the in-memory history (kept current by every change, and already
     // updated by the caller), not by a query on every completion.
-    let history = state.histories().snapshot(state.store(), id).await?;
-    let (mut failed, mut in_flight) = (0u64, 0u64);
-    for o in history.observations.iter() {
-        match o.outcome {
-            tuner_optim::Outcome::Failed => failed += 1,
-            tuner_optim::Outcome::Pending => in_flight += 1,
-            _ => {}
-        }
-    }
-    let spent = history.observations.len() as u64 - failed;
-    if spent >= u64::from(spec.budget.max_trials) && in_flight == 0 {
+    let counts = state.histories().snapshot(state.store(), id).await?.counts;
+    if counts.spent() >= u64::from(spec.budget.max_trials) && counts.in_flight() == 0 {
         let reason = format!("budget of {} trials spent", spec.budget.max_trials);
         state
             .set_study_state(id, StudyState::Completed, Some(&reason), now)
@@ -270,9 +266,32 @@ pub async fn after_finish(state: &AppState, trial: &TrialRecord) -> Result<(), A
     settle(state, trial.study_id, trial.state == TrialState::Failed).await
 }
 
-/// Takes back expired leases and settles the studies they belong to.
+/// Takes back expired leases and settles the studies they belong to, unless another
+/// reap is under way.
 pub async fn reap_once(state: &AppState) -> Result<(), ApiError> {
-    let reaped = state.store().reap_expired_leases(views::now_ms()).await?;
+    let Ok(_reaping) = state.inner.reaping.try_lock() else {
+        return Ok(());
+    };
+    let next_expiry = &state.inner.next_expiry;
+    // Raised before looking, so a lease committed after the look still lowers it.
+    next_expiry.store(i64::MAX, Ordering::SeqCst);
+    let reaped = async {
+        let reaped = state.store().reap_expired_leases(views::now_ms()).await?;
+        let earliest = state.store().earliest_lease_expiry().await?;
+        Ok::<_, tuner_store::StoreError>((reaped, earliest))
+    }
+    .await;
+    let reaped = match reaped {
+        Ok((reaped, earliest)) => {
+            state.note_lease(earliest.unwrap_or(i64::MAX));
+            reaped
+        }
+        Err(e) => {
+            // Unknown: look again next time.
+            next_expiry.store(i64::MIN, Ordering::SeqCst);
+            return Err(e.into());
+        }
+    };
     state.histories().record_reaped(&reaped).await;
     for r in &reaped {
         tracing::warn!(trial = %r.id, study = %r.study_id, state = %r.state, "lease expired");

@@ -974,3 +974,151 @@ async fn pruner_sections_are_checked_per_kind() {
         "pruner.reduction_factor"
     );
 }
+
+#[tokio::test]
+async fn trial_lists_filter_sort_page_and_summarize() {
+    let s = TestServer::new().await;
+    let study = s.create(&space(7, 7, "")).await;
+    let mut leased = Vec::new();
+    for _ in 0..7 {
+        leased.push(s.ask(study).await.unwrap());
+    }
+    let values = [0.5, 0.9, 0.1, 0.7, 0.3];
+    let (first, first_token) = &leased[0];
+    let r = s
+        .post(
+            &format!("/trials/{first}/report"),
+            json!({"lease_token": first_token, "epoch": 1, "value": 0.4}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for ((id, token), v) in leased.iter().zip(values) {
+        assert_eq!(s.complete(*id, token, v).await.status, StatusCode::OK);
+    }
+    let numbers = |a: &Answer| -> Vec<i64> {
+        a.body["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["number"].as_i64().unwrap())
+            .collect()
+    };
+    let path = format!("/studies/{study}/trials");
+
+    let all = s.get(&path).await;
+    assert_eq!(all.body["total"], 7);
+    assert_eq!(numbers(&all), [0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(all.body["trials"][0]["intermediate"][0]["value"], 0.4);
+
+    // Best first; the two trials still running have no value and come last.
+    let top = s
+        .get(&format!("{path}?sort=value&order=desc&limit=2"))
+        .await;
+    assert_eq!(
+        (top.body["total"].clone(), numbers(&top)),
+        (json!(7), vec![1, 3])
+    );
+    let tail = s.get(&format!("{path}?sort=value&offset=4&limit=10")).await;
+    assert_eq!(numbers(&tail), [1, 5, 6]);
+    let past_the_end = s.get(&format!("{path}?offset=50")).await;
+    assert_eq!(
+        (
+            past_the_end.body["total"].clone(),
+            numbers(&past_the_end).len()
+        ),
+        (json!(7), 0)
+    );
+
+    let running = s
+        .get(&format!("{path}?state=running&sort=number&order=desc"))
+        .await;
+    assert_eq!(
+        (running.body["total"].clone(), numbers(&running)),
+        (json!(2), vec![6, 5])
+    );
+
+    // Summaries leave out metrics and epochs, and keep everything else.
+    let summary = s.get(&format!("{path}?view=summary&limit=1")).await;
+    let t = &summary.body["trials"][0];
+    assert_eq!(t["intermediate"], json!([]));
+    assert!(t.get("metrics").is_none(), "{t}");
+    assert_eq!(
+        (t["value"].clone(), t["last_epoch"].clone()),
+        (json!(0.5), json!(1))
+    );
+
+    for bad in ["sort=bogus", "order=up", "view=tiny", "limit=-1", "page=2"] {
+        assert_error(
+            &s.get(&format!("{path}?{bad}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        );
+    }
+}
+
+/// The dashboard's files, as text with their headers.
+async fn raw_get(s: &TestServer, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = s
+        .router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_without_a_token() {
+    let s = TestServer::with_config(ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (status, headers, page) = raw_get(&s, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert!(
+        page.contains("/assets/app.js") && page.contains("/assets/app.css"),
+        "{page}"
+    );
+    let (status, headers, script) = raw_get(&s, "/assets/app.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(script.len() > 1000, "the real script, not a placeholder");
+    let (status, _, css) = raw_get(&s, "/assets/app.css").await;
+    assert_eq!((status, css.is_empty()), (StatusCode::OK, false));
+    // No other files, and the data itself still needs the token.
+    assert_error(
+        &s.get("/assets/secrets.txt").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &s.get("/assets/../Cargo.toml").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &s.get("/studies").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+}

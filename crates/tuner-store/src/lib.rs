@@ -50,6 +50,12 @@ pub trait Store: Send + Sync + 'static {
     /// All trials of a study without epochs (what a sampler needs).
     async fn trial_summaries(&self, study: StudyId) -> Result<Vec<TrialRecord>>;
     async fn get_trial(&self, id: TrialId) -> Result<TrialRecord>;
+    /// The per-epoch history of each of these trials, in epoch order (a trial with no
+    /// reports is absent from the map).
+    async fn epochs_of_trials(
+        &self,
+        trials: &[TrialId],
+    ) -> Result<std::collections::HashMap<TrialId, Vec<EpochRecord>>>;
     /// The study a trial belongs to.
     async fn study_of_trial(&self, id: TrialId) -> Result<StudyId>;
 
@@ -97,6 +103,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         finish: Finish,
     ) -> Result<TrialRecord>;
+    /// When the first lease of a running trial runs out, if any is held.
+    async fn earliest_lease_expiry(&self) -> Result<Option<i64>>;
     /// Takes back every lease that expired before `now`: the trial goes back to
     /// pending, or is failed once it has used up its study's retries.
     async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>>;

@@ -285,6 +285,33 @@ impl Store for SqliteStore {
         Ok(trials)
     }
 
+    async fn epochs_of_trials(
+        &self,
+        trials: &[TrialId],
+    ) -> Result<std::collections::HashMap<TrialId, Vec<EpochRecord>>> {
+        let mut by_trial: std::collections::HashMap<TrialId, Vec<EpochRecord>> =
+            std::collections::HashMap::new();
+        // Bounded IN lists: SQLite caps bound parameters per statement.
+        for chunk in trials.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT trial_id, epoch, value, metrics, reported_at FROM trial_epochs \
+                 WHERE trial_id IN ({marks}) ORDER BY trial_id, epoch"
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            for row in &query.fetch_all(&self.pool).await? {
+                by_trial
+                    .entry(TrialId(row.get("trial_id")))
+                    .or_default()
+                    .push(epoch_from_row(row)?);
+            }
+        }
+        Ok(by_trial)
+    }
+
     async fn trial_summaries(&self, study: StudyId) -> Result<Vec<TrialRecord>> {
         // An unknown study is an error, not an empty list.
         let exists = sqlx::query("SELECT 1 FROM studies WHERE id = ?")
@@ -482,7 +509,10 @@ impl Store for SqliteStore {
             return Err(self.lease_failure(trial, token, now).await);
         };
         let mut record = trial_from_row(&row)?;
-        record.epochs = self.epochs_of(trial).await?;
+        // No report, no epochs: skip the read (the common case under load).
+        if record.last_epoch.is_some() {
+            record.epochs = self.epochs_of(trial).await?;
+        }
         Ok(record)
     }
 
@@ -538,6 +568,14 @@ impl Store for SqliteStore {
                 })
             }
         }
+    }
+
+    async fn earliest_lease_expiry(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(lease_expires_at) FROM trials WHERE state = 'running'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>> {

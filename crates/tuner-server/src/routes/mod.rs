@@ -18,6 +18,8 @@ use crate::{ApiError, AppState};
 pub fn router(state: AppState) -> Router {
     let limit = state.config().max_body_bytes;
     Router::new()
+        .route("/", get(crate::dashboard::index))
+        .route("/assets/{name}", get(crate::dashboard::asset))
         .route("/health", get(health))
         .route(
             "/studies",
@@ -60,6 +62,7 @@ async fn require_token(
 ) -> Result<Response, ApiError> {
     if let Some(expected) = &state.config().token
         && req.uri().path() != "/health"
+        && !crate::dashboard::is_public(req.uri().path())
     {
         let given = req
             .headers()

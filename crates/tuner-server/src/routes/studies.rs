@@ -141,10 +141,25 @@ pub async fn delete_study(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// The query of `GET /studies/{id}/trials`: which trials, in which order, how many,
+/// and how much of each.
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrialFilter {
     state: Option<String>,
+    /// `full` (default): metrics and per-epoch history; `summary`: neither, for
+    /// tables and charts over thousands of trials.
+    view: Option<String>,
+    /// `number` (default), `value`, `duration`, `state` or `epoch`.
+    sort: Option<String>,
+    /// `asc` (default) or `desc`. Trials without the sort key come last either way.
+    order: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn bad_query(path: &str, message: String) -> ApiError {
+    ApiError::invalid("bad query string", vec![Problem::new(path, message)])
 }
 
 /// Whether the client asked for a live event stream instead of a list.
@@ -181,33 +196,89 @@ async fn list_trial_json(
     id: String,
     filter: Result<Query<TrialFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TrialList>, ApiError> {
-    let Query(filter) = filter.map_err(|e| {
-        ApiError::invalid(
-            "bad query string",
-            vec![Problem::new("query", e.body_text())],
-        )
-    })?;
+    let Query(filter) = filter.map_err(|e| bad_query("query", e.body_text()))?;
     let wanted = filter
         .state
         .map(|s| {
             s.parse::<TrialState>().map_err(|_| {
-                ApiError::invalid(
-                    "bad query string",
-                    vec![Problem::new(
-                        "state",
-                        format!("unknown trial state `{s}`; expected pending, running, completed, pruned or failed"),
-                    )],
+                bad_query(
+                    "state",
+                    format!("unknown trial state `{s}`; expected pending, running, completed, pruned or failed"),
                 )
             })
         })
         .transpose()?;
-    let trials = state.store().list_trials(study_id(&id)?).await?;
+    let full = match filter.view.as_deref() {
+        None | Some("full") => true,
+        Some("summary") => false,
+        Some(other) => {
+            return Err(bad_query(
+                "view",
+                format!("unknown view `{other}`; expected full or summary"),
+            ));
+        }
+    };
+    let descending = match filter.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(bad_query(
+                "order",
+                format!("unknown order `{other}`; expected asc or desc"),
+            ));
+        }
+    };
+    let sort_key: fn(&tuner_store::TrialRecord) -> Option<f64> = match filter.sort.as_deref() {
+        None | Some("number") => |t| Some(t.number as f64),
+        Some("value") => |t| t.value,
+        Some("duration") => |t| match (t.started_at, t.finished_at) {
+            (Some(s), Some(f)) => Some((f - s) as f64),
+            _ => None,
+        },
+        Some("epoch") => |t| t.last_epoch.map(f64::from),
+        Some("state") => |t| Some(t.state as u8 as f64),
+        Some(other) => {
+            return Err(bad_query(
+                "sort",
+                format!(
+                    "unknown sort key `{other}`; expected number, value, duration, epoch or state"
+                ),
+            ));
+        }
+    };
+    let id = study_id(&id)?;
+    let mut trials = state.store().trial_summaries(id).await?;
+    trials.retain(|t| wanted.is_none_or(|w| t.state == w));
+    // Stable sorts on (key, number): equal keys stay in trial order.
+    trials.sort_by(|a, b| match (sort_key(a), sort_key(b)) {
+        (Some(x), Some(y)) => {
+            let by_key = x.total_cmp(&y);
+            if descending { by_key.reverse() } else { by_key }
+        }
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    let total = trials.len() as u64;
+    let offset = filter.offset.unwrap_or(0).min(trials.len());
+    let end = filter
+        .limit
+        .map_or(trials.len(), |l| offset.saturating_add(l).min(trials.len()));
+    let mut page: Vec<_> = trials.drain(offset..end).collect();
+    if full {
+        let ids: Vec<_> = page.iter().map(|t| t.id).collect();
+        let mut epochs = state.store().epochs_of_trials(&ids).await?;
+        for t in &mut page {
+            t.epochs = epochs.remove(&t.id).unwrap_or_default();
+        }
+    } else {
+        for t in &mut page {
+            t.metrics = None;
+        }
+    }
     Ok(Json(TrialList {
-        trials: trials
-            .iter()
-            .filter(|t| wanted.is_none_or(|w| t.state == w))
-            .map(views::trial)
-            .collect(),
+        trials: page.iter().map(views::trial).collect(),
+        total,
     }))
 }
 

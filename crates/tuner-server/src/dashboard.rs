@@ -1,0 +1,83 @@
+//! The web dashboard: one HTML page, a script and a stylesheet, compiled into the
+//! binary so the server needs no build step, no files beside it and no CDN.
+//!
+//! The page holds no data: it reads the same JSON API as every other client (with
+//! the token the user types in, when the server has one), so serving it needs no
+//! token itself.
+
+use axum::{
+    extract::Path,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use crate::ApiError;
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("../assets/index.html"),
+    },
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/app.js"),
+    },
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../assets/app.css"),
+    },
+];
+
+/// Scripts and styles only from this server; no inline script, no third parties.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
+                   script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+
+fn serve(name: &str) -> Result<Response, ApiError> {
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no dashboard asset `{name}`")))?;
+    // For work on the dashboard itself: read the files from a folder on every request
+    // instead of the copies compiled in, so edits show without a rebuild.
+    let body = match std::env::var_os("TUNER_DASHBOARD_DIR") {
+        Some(dir) => std::fs::read_to_string(std::path::Path::new(&dir).join(asset.name))
+            .map_err(|e| ApiError::NotFound(format!("TUNER_DASHBOARD_DIR: {}: {e}", asset.name)))?,
+        None => asset.body.to_owned(),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `GET /`: the dashboard page.
+pub async fn index() -> Result<Response, ApiError> {
+    serve("index.html")
+}
+
+/// `GET /assets/{name}`: its script and stylesheet.
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    serve(&name)
+}
+
+/// Paths that serve the dashboard and so need no token.
+pub fn is_public(path: &str) -> bool {
+    path == "/" || path.starts_with("/assets/")
+}
