@@ -19,11 +19,13 @@ pub const LEASE_TOKEN_HEADER: &str = "x-lease-token";
 
 /// Every error answer: `{"error": {...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorInfo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     /// Stable, machine-readable: `not_found`, `invalid_search_space`, `lease_mismatch`, ...
     pub code: String,
@@ -33,6 +35,7 @@ pub struct ErrorInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Dotted path of the offending field, e.g. `parameters.lr.min`.
     pub path: String,
@@ -40,6 +43,7 @@ pub struct ErrorDetail {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrialCounts {
     pub pending: u64,
     pub running: u64,
@@ -51,6 +55,7 @@ pub struct TrialCounts {
 
 /// A study. `GET /studies` leaves out `spec`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Study {
     pub id: StudyId,
     pub name: String,
@@ -71,6 +76,7 @@ pub struct Study {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Objective {
     pub metric: String,
     /// `maximize` or `minimize`.
@@ -78,25 +84,30 @@ pub struct Objective {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BestSummary {
     pub trial_id: TrialId,
     pub number: u64,
     pub value: f64,
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, tuner_core::ParamValue>))]
     pub params: Params,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StudyList {
     pub studies: Vec<Study>,
 }
 
 /// A trial with everything known about it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Trial {
     pub id: TrialId,
     pub study_id: StudyId,
     pub number: u64,
     pub state: TrialState,
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, tuner_core::ParamValue>))]
     pub params: Params,
     pub value: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +133,7 @@ pub struct Trial {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EpochReport {
     pub epoch: u32,
     pub value: Option<f64>,
@@ -130,6 +142,7 @@ pub struct EpochReport {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrialList {
     pub trials: Vec<Trial>,
     /// How many trials matched the filter, before `limit`/`offset` cut a page out.
@@ -141,6 +154,7 @@ pub struct TrialList {
 /// event name is `kind` and its id resumes the stream (`Last-Event-ID`). The stream ends
 /// with an `end` event whose data is the finished [`Study`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrialEvent {
     pub id: i64,
     pub trial_id: TrialId,
@@ -157,15 +171,18 @@ pub struct TrialEvent {
 
 /// `GET /studies/{id}/best`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Best {
     pub study_id: StudyId,
     pub trial: Trial,
     /// The tuned params merged with the study's fixed values: a config to train from.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, tuner_core::ParamValue>))]
     pub config: Params,
 }
 
 /// `GET /studies/{id}/importance`: how much each parameter matters to the objective.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Importance {
     pub study_id: StudyId,
     /// How the figures were computed.
@@ -178,6 +195,7 @@ pub struct Importance {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParamImportance {
     pub name: String,
     pub importance: f64,
@@ -185,6 +203,7 @@ pub struct ParamImportance {
 
 /// `POST /studies/{id}/ask` body (optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AskRequest {
     /// A name for the worker, shown in trial listings.
@@ -194,6 +213,7 @@ pub struct AskRequest {
 
 /// `POST /ask` body: lease a trial from any running study (built-in worker pools).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AskAnyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,19 +225,23 @@ pub struct AskAnyRequest {
 
 /// `POST /studies/{id}/ask` answer: a trial and the lease on it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AskResponse {
     pub trial: LeasedTrial,
     pub lease: Lease,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeasedTrial {
     pub id: TrialId,
     pub study_id: StudyId,
     pub number: u64,
     /// The tuned parameters (active ones only).
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, tuner_core::ParamValue>))]
     pub params: Params,
     /// `params` merged with the study's `fixed` values.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, tuner_core::ParamValue>))]
     pub config: Params,
     /// 1 on the first lease, more when re-run after a lost lease.
     pub attempt: u32,
@@ -227,6 +251,7 @@ pub struct LeasedTrial {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     pub token: String,
     pub expires_at: String,
@@ -236,6 +261,7 @@ pub struct Lease {
 
 /// Body of `POST /trials/{id}/heartbeat`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,12 +269,14 @@ pub struct HeartbeatRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     pub expires_at: String,
 }
 
 /// Body of `POST /trials/{id}/report`: one epoch's metrics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +290,7 @@ pub struct ReportRequest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReportAction {
     Continue,
@@ -269,6 +298,7 @@ pub enum ReportAction {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportResponse {
     pub action: ReportAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,6 +308,7 @@ pub struct ReportResponse {
 
 /// Body of `POST /trials/{id}/complete`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,6 +322,7 @@ pub struct CompleteRequest {
 
 /// Body of `POST /trials/{id}/release`: give the trial back to the queue.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,6 +331,7 @@ pub struct ReleaseRequest {
 
 /// Body of `POST /trials/{id}/fail`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,6 +3,7 @@ use std::{collections::BTreeMap, fmt};
 /// One parameter's value. Serialized as a plain JSON/YAML scalar.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ParamValue {
     Bool(bool),
     Int(i64),

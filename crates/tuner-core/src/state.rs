@@ -4,6 +4,7 @@ use crate::CoreError;
 /// finished trial never changes again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TrialState {
     /// Created (or re-queued after a lost lease) and waiting for a worker.
     Pending,
@@ -60,6 +61,7 @@ impl std::fmt::Display for TrialState {
 /// Where a study is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StudyState {
     /// Handing out trials.
     Running,

@@ -68,11 +68,31 @@ fn serve(name: &str) -> Result<Response, ApiError> {
 }
 
 /// `GET /`: the dashboard page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "service",
+    summary = "The web dashboard (HTML; reads this API with the token you give it)",
+    security(()),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
 pub async fn index() -> Result<Response, ApiError> {
     serve("index.html")
 }
 
 /// `GET /assets/{name}`: its script and stylesheet.
+#[utoipa::path(
+    get,
+    path = "/assets/{name}",
+    tag = "service",
+    summary = "The dashboard's script and stylesheet",
+    security(()),
+    params(("name" = String, Path, description = "app.js or app.css")),
+    responses(
+        (status = 200, description = "The file", content_type = "text/plain", body = String),
+        (status = 404, description = "No such file", body = tuner_api::ErrorBody)
+    )
+)]
 pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     serve(&name)
 }

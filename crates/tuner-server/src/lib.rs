@@ -16,7 +16,7 @@ mod views;
 mod watch;
 
 pub use error::ApiError;
-pub use routes::studies::check_supported;
+pub use routes::{openapi, studies::check_supported};
 pub use scheduler::reap_once;
 
 use std::{

@@ -1122,3 +1122,147 @@ async fn the_dashboard_is_served_from_the_binary_without_a_token() {
         "unauthorized",
     );
 }
+
+/// Every `$ref` in the document, for checking they all resolve.
+fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_router() {
+    let s = TestServer::with_config(ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (status, _, text) = raw_get(&s, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK, "public, like /health");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let expected = [
+        ("delete", "/studies/{id}"),
+        ("get", "/"),
+        ("get", "/assets/{name}"),
+        ("get", "/health"),
+        ("get", "/openapi.json"),
+        ("get", "/studies"),
+        ("get", "/studies/{id}"),
+        ("get", "/studies/{id}/best"),
+        ("get", "/studies/{id}/importance"),
+        ("get", "/studies/{id}/trials"),
+        ("get", "/trials/{id}"),
+        ("post", "/ask"),
+        ("post", "/studies"),
+        ("post", "/studies/{id}/ask"),
+        ("post", "/studies/{id}/pause"),
+        ("post", "/studies/{id}/resume"),
+        ("post", "/studies/{id}/stop"),
+        ("post", "/trials/{id}/complete"),
+        ("post", "/trials/{id}/fail"),
+        ("post", "/trials/{id}/heartbeat"),
+        ("post", "/trials/{id}/release"),
+        ("post", "/trials/{id}/report"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected);
+
+    // Every schema the document names is in it.
+    let mut named = Vec::new();
+    refs(&doc, &mut named);
+    assert!(named.len() > 20);
+    for r in named {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "{r} is missing"
+        );
+    }
+
+    // Every documented route answers (whatever it makes of an empty request), rather
+    // than falling through to "no such route" or "method not allowed". Deletion last.
+    let authed = |method: &str, uri: &str| {
+        Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(uri)
+            .header(header::AUTHORIZATION, "Bearer s3cret")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let study = s
+        .send(
+            Request::post("/studies")
+                .header(header::AUTHORIZATION, "Bearer s3cret")
+                .header(header::CONTENT_TYPE, "application/yaml")
+                .body(Body::from(space(3, 1, "")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(study.status, StatusCode::CREATED);
+    let id = study.body["id"].as_i64().unwrap();
+    let mut documented = documented;
+    documented.sort_by_key(|(m, _)| m == "delete");
+    for (method, path) in documented {
+        let uri = path
+            .replace("{id}", &id.to_string())
+            .replace("{name}", "app.js");
+        let resp = s
+            .router
+            .clone()
+            .oneshot(authed(&method, &uri))
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}: {text}"
+        );
+        assert!(!text.contains("no such route"), "{method} {uri}: {text}");
+        assert_ne!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{method} {uri}: {text}"
+        );
+    }
+    // And the fallback really says so, so the check above can fail.
+    let (status, _, text) = raw_get(&s, "/nowhere/at/all").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    let resp = s
+        .router
+        .clone()
+        .oneshot(authed("get", "/nowhere"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&bytes).contains("no such route"));
+}

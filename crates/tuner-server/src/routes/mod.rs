@@ -7,45 +7,91 @@ use axum::{
     extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
     http::{StatusCode, header},
     middleware::{self, Next},
-    response::Response,
-    routing::{get, post},
+    response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
 use tuner_core::Problem;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{ApiError, AppState};
 
+/// The API description: the paths come from the handlers' `#[utoipa::path]`
+/// annotations as [`router`] registers them, so the document cannot list a route the
+/// server lacks or miss one it has.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tuner",
+        description = "Hyperparameter search as a service: studies, trials, leases for workers. \
+                       Errors are one JSON envelope, `{\"error\": {code, message, details}}`. \
+                       When the server has a token, every route but `/health`, `/openapi.json` \
+                       and the dashboard needs `Authorization: Bearer <token>`."
+    ),
+    tags(
+        (name = "studies", description = "Create, watch and steer studies"),
+        (name = "trials", description = "Read trials and their events"),
+        (name = "workers", description = "The lease protocol workers speak: ask, heartbeat, report, complete, fail, release"),
+        (name = "service", description = "Health, this document and the dashboard"),
+    ),
+    modifiers(&BearerToken)
+)]
+struct ApiDoc;
+
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "token",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The router and the OpenAPI document that describes it, built together.
+fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_document))
+        .routes(routes!(crate::dashboard::index))
+        .routes(routes!(crate::dashboard::asset))
+        .routes(routes!(studies::create_study, studies::list_studies))
+        .routes(routes!(studies::get_study, studies::delete_study))
+        .routes(routes!(studies::list_trials))
+        .routes(routes!(studies::best_trial))
+        .routes(routes!(studies::parameter_importance))
+        .routes(routes!(trials::ask_any_trial))
+        .routes(routes!(trials::ask_trial))
+        .routes(routes!(studies::stop_study))
+        .routes(routes!(studies::pause_study))
+        .routes(routes!(studies::resume_study))
+        .routes(routes!(trials::get_trial))
+        .routes(routes!(trials::heartbeat))
+        .routes(routes!(trials::report))
+        .routes(routes!(trials::complete_trial))
+        .routes(routes!(trials::fail_trial))
+        .routes(routes!(trials::release_trial))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of this server's routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().1
+}
+
 pub fn router(state: AppState) -> Router {
     let limit = state.config().max_body_bytes;
-    Router::new()
-        .route("/", get(crate::dashboard::index))
-        .route("/assets/{name}", get(crate::dashboard::asset))
-        .route("/health", get(health))
-        .route(
-            "/studies",
-            post(studies::create_study).get(studies::list_studies),
-        )
-        .route(
-            "/studies/{id}",
-            get(studies::get_study).delete(studies::delete_study),
-        )
-        .route("/studies/{id}/trials", get(studies::list_trials))
-        .route("/studies/{id}/best", get(studies::best_trial))
-        .route(
-            "/studies/{id}/importance",
-            get(studies::parameter_importance),
-        )
-        .route("/ask", post(trials::ask_any_trial))
-        .route("/studies/{id}/ask", post(trials::ask_trial))
-        .route("/studies/{id}/stop", post(studies::stop_study))
-        .route("/studies/{id}/pause", post(studies::pause_study))
-        .route("/studies/{id}/resume", post(studies::resume_study))
-        .route("/trials/{id}", get(trials::get_trial))
-        .route("/trials/{id}/heartbeat", post(trials::heartbeat))
-        .route("/trials/{id}/report", post(trials::report))
-        .route("/trials/{id}/complete", post(trials::complete_trial))
-        .route("/trials/{id}/fail", post(trials::fail_trial))
-        .route("/trials/{id}/release", post(trials::release_trial))
+    let (routes, _) = documented_routes();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -62,6 +108,7 @@ async fn require_token(
 ) -> Result<Response, ApiError> {
     if let Some(expected) = &state.config().token
         && req.uri().path() != "/health"
+        && req.uri().path() != "/openapi.json"
         && !crate::dashboard::is_public(req.uri().path())
     {
         let given = req
@@ -89,8 +136,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    summary = "Liveness: `{\"status\": \"ok\"}`; never needs the token",
+    security(()),
+    responses((status = 200, body = serde_json::Value, example = json!({"status": "ok"})))
+)]
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Built once: the document does not change while the server runs.
+static OPENAPI_JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+});
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    summary = "This document (OpenAPI 3.1); never needs the token",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = serde_json::Value))
+)]
+async fn openapi_document() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI_JSON.as_str(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -5,7 +5,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
 };
-use tuner_api::{Best, Study, StudyList, TrialList};
+use tuner_api::{Best, ErrorBody, Importance, Study, StudyList, TrialEvent, TrialList};
 use tuner_core::{
     Problem, SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, TrialState, cnn, parse_spec,
 };
@@ -61,6 +61,20 @@ pub fn check_supported(spec: &StudySpec) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/studies",
+    tag = "studies",
+    summary = "Create a study from a search-space document",
+    request_body(description = "The search-space document (DESIGN §3) as YAML or JSON, chosen by Content-Type; an unlabelled body is read as YAML", content((String = "application/yaml"), (serde_json::Value = "application/json"))),
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = Study),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Neither YAML nor JSON", body = ErrorBody),
+        (status = 422, description = "Invalid search space; `details` has every problem with its path", body = ErrorBody)
+    )
+)]
 pub async fn create_study(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -114,6 +128,16 @@ pub(crate) async fn study_view(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/studies",
+    tag = "studies",
+    summary = "List studies with counts and best trial",
+    responses(
+        (status = 200, body = StudyList),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody)
+    )
+)]
 pub async fn list_studies(State(state): State<AppState>) -> Result<Json<StudyList>, ApiError> {
     let records = state.store().list_studies().await?;
     let mut studies = Vec::with_capacity(records.len());
@@ -123,6 +147,18 @@ pub async fn list_studies(State(state): State<AppState>) -> Result<Json<StudyLis
     Ok(Json(StudyList { studies }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/studies/{id}",
+    tag = "studies",
+    summary = "A study with its search space, counts and best trial",
+    params(("id" = i64, Path, description = "The study id")),
+    responses(
+        (status = 200, body = Study),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study", body = ErrorBody)
+    )
+)]
 pub async fn get_study(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -130,6 +166,18 @@ pub async fn get_study(
     Ok(Json(study_view(&state, study_id(&id)?, true).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/studies/{id}",
+    tag = "studies",
+    summary = "Delete a study and all its trials",
+    params(("id" = i64, Path, description = "The study id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study", body = ErrorBody)
+    )
+)]
 pub async fn delete_study(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -143,9 +191,11 @@ pub async fn delete_study(
 
 /// The query of `GET /studies/{id}/trials`: which trials, in which order, how many,
 /// and how much of each.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TrialFilter {
+    /// Only trials in this state: pending, running, completed, pruned or failed.
     state: Option<String>,
     /// `full` (default): metrics and per-epoch history; `summary`: neither, for
     /// tables and charts over thousands of trials.
@@ -171,6 +221,19 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/event-stream"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/studies/{id}/trials",
+    tag = "trials",
+    summary = "A study's trials (JSON), or a live stream of trial events with `Accept: text/event-stream`",
+    params(("id" = i64, Path, description = "The study id"), TrialFilter, ("Last-Event-ID" = Option<i64>, Header, description = "Event stream only: resume after this event")),
+    responses(
+        (status = 200, description = "The trials, or (event stream) one SSE event per trial event: name = kind, id = event id, data = TrialEvent; an `end` event carries the final Study", content((TrialList = "application/json"), (TrialEvent = "text/event-stream"))),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study", body = ErrorBody),
+        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+    )
+)]
 pub async fn list_trials(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -282,6 +345,18 @@ async fn list_trial_json(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/studies/{id}/best",
+    tag = "studies",
+    summary = "The best completed trial and its full config (fixed values included)",
+    params(("id" = i64, Path, description = "The study id")),
+    responses(
+        (status = 200, body = Best),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study, or nothing completed yet", body = ErrorBody)
+    )
+)]
 pub async fn best_trial(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -331,6 +406,19 @@ async fn change_state(
     Ok(Json(study_view(state, id, true).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/studies/{id}/stop",
+    tag = "studies",
+    summary = "Stop a study: no new trials; running ones are told to stop",
+    params(("id" = i64, Path, description = "The study id")),
+    responses(
+        (status = 200, body = Study),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study", body = ErrorBody),
+        (status = 409, description = "The study is not running or paused", body = ErrorBody)
+    )
+)]
 pub async fn stop_study(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -345,6 +433,19 @@ pub async fn stop_study(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/studies/{id}/pause",
+    tag = "studies",
+    summary = "Pause a study: no new trials until resumed",
+    params(("id" = i64, Path, description = "The study id")),
+    responses(
+        (status = 200, body = Study),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study", body = ErrorBody),
+        (status = 409, description = "The study is not running", body = ErrorBody)
+    )
+)]
 pub async fn pause_study(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -359,6 +460,19 @@ pub async fn pause_study(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/studies/{id}/resume",
+    tag = "studies",
+    summary = "Resume a paused or stopped study",
+    params(("id" = i64, Path, description = "The study id")),
+    responses(
+        (status = 200, body = Study),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study", body = ErrorBody),
+        (status = 409, description = "The study is not paused or stopped", body = ErrorBody)
+    )
+)]
 pub async fn resume_study(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -373,10 +487,22 @@ pub async fn resume_study(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/studies/{id}/importance",
+    tag = "studies",
+    summary = "Parameter importance from the optimizer's model",
+    params(("id" = i64, Path, description = "The study id")),
+    responses(
+        (status = 200, body = Importance),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study", body = ErrorBody)
+    )
+)]
 pub async fn parameter_importance(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<tuner_api::Importance>, ApiError> {
+) -> Result<Json<Importance>, ApiError> {
     Ok(Json(
         crate::scheduler::importance(&state, study_id(&id)?).await?,
     ))

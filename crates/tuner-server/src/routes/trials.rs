@@ -7,8 +7,9 @@ use axum::{
 };
 use serde_json::{Map, Value};
 use tuner_api::{
-    AskAnyRequest, AskRequest, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
-    LEASE_TOKEN_HEADER, ReleaseRequest, ReportRequest, ReportResponse, Trial,
+    AskAnyRequest, AskRequest, AskResponse, CompleteRequest, ErrorBody, FailRequest,
+    HeartbeatRequest, HeartbeatResponse, LEASE_TOKEN_HEADER, ReleaseRequest, ReportRequest,
+    ReportResponse, Trial,
 };
 use tuner_core::{Problem, StudyId, TrainerKind, TrialId, TrialState};
 use tuner_store::{Finish, NewEpoch};
@@ -54,6 +55,21 @@ fn lease_expiry(state: &AppState, now: i64) -> i64 {
     now + state.config().lease.as_millis() as i64
 }
 
+#[utoipa::path(
+    post,
+    path = "/studies/{id}/ask",
+    tag = "workers",
+    summary = "Lease the study's next trial",
+    params(("id" = i64, Path, description = "The study id")),
+    request_body = AskRequest,
+    responses(
+        (status = 200, description = "A trial and its lease", body = AskResponse),
+        (status = 204, description = "Nothing now: with `Retry-After`, ask again then; without it, the study is over"),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such study", body = ErrorBody),
+        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+    )
+)]
 pub async fn ask_trial(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -66,6 +82,19 @@ pub async fn ask_trial(
 }
 
 /// `POST /ask`: a trial from any running study, for pools of built-in workers.
+#[utoipa::path(
+    post,
+    path = "/ask",
+    tag = "workers",
+    summary = "Lease a trial from any running study (worker pools)",
+    request_body = AskAnyRequest,
+    responses(
+        (status = 200, description = "A trial and its lease", body = AskResponse),
+        (status = 204, description = "Nothing now; ask again after `Retry-After` seconds"),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+    )
+)]
 pub async fn ask_any_trial(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -108,6 +137,18 @@ fn ask_response(outcome: AskOutcome) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/trials/{id}",
+    tag = "trials",
+    summary = "One trial with its metrics and per-epoch history",
+    params(("id" = i64, Path, description = "The trial id")),
+    responses(
+        (status = 200, body = Trial),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such trial", body = ErrorBody)
+    )
+)]
 pub async fn get_trial(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -116,6 +157,21 @@ pub async fn get_trial(
     Ok(Json(views::trial(&trial)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/trials/{id}/heartbeat",
+    tag = "workers",
+    summary = "Extend a lease",
+    params(("id" = i64, Path, description = "The trial id"), ("X-Lease-Token" = Option<String>, Header, description = "The lease token, instead of `lease_token` in the body")),
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, body = HeartbeatResponse),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such trial", body = ErrorBody),
+        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
+        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+    )
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -161,6 +217,21 @@ fn objective_value(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/trials/{id}/report",
+    tag = "workers",
+    summary = "Report an epoch's metrics; the answer says continue or stop (pruned or study stopped)",
+    params(("id" = i64, Path, description = "The trial id"), ("X-Lease-Token" = Option<String>, Header, description = "The lease token, instead of `lease_token` in the body")),
+    request_body = ReportRequest,
+    responses(
+        (status = 200, body = ReportResponse),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such trial", body = ErrorBody),
+        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
+        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+    )
+)]
 pub async fn report(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -196,6 +267,21 @@ pub async fn report(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/trials/{id}/complete",
+    tag = "workers",
+    summary = "Complete a trial with its objective value and final metrics",
+    params(("id" = i64, Path, description = "The trial id"), ("X-Lease-Token" = Option<String>, Header, description = "The lease token, instead of `lease_token` in the body")),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "The finished trial (a retry by the same lease holder gets the same answer)", body = Trial),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such trial", body = ErrorBody),
+        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
+        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+    )
+)]
 pub async fn complete_trial(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -232,6 +318,21 @@ pub async fn complete_trial(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/trials/{id}/fail",
+    tag = "workers",
+    summary = "Fail a trial with a reason",
+    params(("id" = i64, Path, description = "The trial id"), ("X-Lease-Token" = Option<String>, Header, description = "The lease token, instead of `lease_token` in the body")),
+    request_body = FailRequest,
+    responses(
+        (status = 200, body = Trial),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such trial", body = ErrorBody),
+        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
+        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+    )
+)]
 pub async fn fail_trial(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -279,6 +380,21 @@ async fn finish(
     Ok(Json(views::trial(&trial)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/trials/{id}/release",
+    tag = "workers",
+    summary = "Give a leased trial back to the queue unfinished (worker shutting down)",
+    params(("id" = i64, Path, description = "The trial id"), ("X-Lease-Token" = Option<String>, Header, description = "The lease token, instead of `lease_token` in the body")),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, body = Trial),
+        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
+        (status = 404, description = "No such trial", body = ErrorBody),
+        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
+        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+    )
+)]
 pub async fn release_trial(
     State(state): State<AppState>,
     Path(id): Path<String>,
