@@ -9,7 +9,7 @@ use tuner_core::{StudyId, TrialId};
 use crate::{
     AskAnyRequest, AskRequest, AskResponse, Best, CompleteRequest, ErrorBody, ErrorDetail,
     FailRequest, HeartbeatRequest, HeartbeatResponse, Importance, ReleaseRequest, ReportRequest,
-    ReportResponse, Study, StudyList, Trial, TrialEvent, TrialList,
+    ReportResponse, Study, StudyList, Trial, TrialEvent, TrialList, TrialQuery,
 };
 
 /// What `ask` got.
@@ -172,6 +172,16 @@ impl ApiClient {
     pub async fn list_trials(&self, id: StudyId) -> Result<TrialList, ClientError> {
         self.json(Method::GET, &format!("/studies/{id}/trials"), None::<&()>)
             .await
+    }
+
+    /// Some of a study's trials: filtered, sorted, a page of them.
+    pub async fn list_trials_where(
+        &self,
+        id: StudyId,
+        query: &TrialQuery,
+    ) -> Result<TrialList, ClientError> {
+        let path = format!("/studies/{id}/trials{}", query.query_string());
+        self.json(Method::GET, &path, None::<&()>).await
     }
 
     pub async fn best(&self, id: StudyId) -> Result<Best, ClientError> {

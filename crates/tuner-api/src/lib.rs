@@ -150,6 +150,50 @@ pub struct TrialList {
     pub total: u64,
 }
 
+/// The query of `GET /studies/{id}/trials`; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrialQuery {
+    /// Only trials in this state.
+    pub state: Option<tuner_core::TrialState>,
+    /// `number` (default), `value`, `duration`, `epoch` or `state`.
+    pub sort: Option<String>,
+    pub descending: bool,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+    /// Leave out metrics and per-epoch history.
+    pub summary: bool,
+}
+
+impl TrialQuery {
+    /// `?key=value&...`, or "" when nothing is set. Values are plain words and numbers.
+    pub fn query_string(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.state {
+            parts.push(format!("state={}", s.as_str()));
+        }
+        if let Some(s) = &self.sort {
+            parts.push(format!("sort={s}"));
+        }
+        if self.descending {
+            parts.push("order=desc".to_owned());
+        }
+        if let Some(l) = self.limit {
+            parts.push(format!("limit={l}"));
+        }
+        if let Some(o) = self.offset {
+            parts.push(format!("offset={o}"));
+        }
+        if self.summary {
+            parts.push("view=summary".to_owned());
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
 /// One event of `GET /studies/{id}/trials` with `Accept: text/event-stream`. The SSE
 /// event name is `kind` and its id resumes the stream (`Last-Event-ID`). The stream ends
 /// with an `end` event whose data is the finished [`Study`].

@@ -8,6 +8,8 @@ mod bench_optimizer;
 mod bench_service;
 mod local;
 mod output;
+mod plot;
+mod report;
 mod training;
 mod tune;
 mod watch;
@@ -160,6 +162,31 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Results summary (like KerasTuner's `results_summary()`): the search space,
+    /// counts by state and the best trials with their hyperparameters and scores.
+    Summary {
+        id: StudyId,
+        /// How many of the best trials to show.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw a chart of a study into an SVG or PNG file (chosen by the extension).
+    Plot {
+        id: StudyId,
+        #[arg(long, value_enum, default_value_t = plot::PlotKind::History)]
+        kind: plot::PlotKind,
+        /// The file to write: .svg or .png.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// `curves`: the metric per epoch (default: the objective).
+        #[arg(long)]
+        metric: Option<String>,
+        /// `curves`: how many of the best trials.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
     /// How much each parameter matters, from a GP fitted to the completed trials.
     Importance {
@@ -438,6 +465,27 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 None => print!("{text}"),
             }
+            Ok(())
+        }
+        Command::Summary { id, top, json } => {
+            let summary = report::fetch(&client, id, top).await?;
+            if json {
+                output::print_json(&summary)
+            } else {
+                print!("{}", report::text(&summary));
+                Ok(())
+            }
+        }
+        Command::Plot {
+            id,
+            kind,
+            out,
+            metric,
+            top,
+        } => {
+            let data = plot::fetch(&client, id, kind, top).await?;
+            plot::draw(&data, kind, metric.as_deref(), &out)?;
+            eprintln!("wrote {}", out.display());
             Ok(())
         }
         Command::Importance { id, json } => {

@@ -784,3 +784,369 @@ async fn the_gp_suggests_the_same_through_http_as_in_process() {
             .unwrap();
     }
 }
+
+/// Replaces what changes from run to run (times, durations) in JSON output.
+fn redact_times(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if k.ends_with("_at") || k == "duration_seconds" {
+                    *v = serde_json::Value::String("[time]".into());
+                } else {
+                    redact_times(v);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_times),
+        _ => {}
+    }
+}
+
+#[test]
+fn summary_and_json_reads_match_their_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("summary.db"), &[]);
+    let file = dir.path().join("space.yaml");
+    std::fs::write(&file, space(4, 1)).unwrap();
+    let out = cli(&server.url, &["create", file.to_str().unwrap()]);
+    let id = stdout(&out).trim().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // One worker, the seeded random sampler: the same trials every run.
+    runtime.block_on(worker(
+        server.client(),
+        StudyId(id.parse().unwrap()),
+        "w".into(),
+    ));
+
+    let out = cli(&server.url, &["summary", &id, "--top", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::with_settings!({filters => vec![(r"\d+\.\ds", "[duration]")]}, {
+        insta::assert_snapshot!("summary", stdout(&out));
+    });
+
+    for (name, args) in [
+        ("summary_json", vec!["summary", &id, "--top", "2", "--json"]),
+        ("study_json", vec!["study", &id, "--json"]),
+        ("trials_json", vec!["trials", &id, "--json"]),
+    ] {
+        let out = cli(&server.url, &args);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name} prints one JSON document: {e}"));
+        redact_times(&mut v);
+        insta::assert_snapshot!(name, serde_json::to_string_pretty(&v).unwrap());
+    }
+
+    // A study that does not exist is an error, not an empty summary.
+    let out = cli(&server.url, &["summary", "99"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("99"), "{}", stderr(&out));
+}
+
+#[test]
+fn plot_writes_svg_and_png_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("plot.db"), &[]);
+    let file = dir.path().join("space.yaml");
+    std::fs::write(&file, space(5, 1)).unwrap();
+    let out = cli(&server.url, &["create", file.to_str().unwrap()]);
+    let id = stdout(&out).trim().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(worker(
+        server.client(),
+        StudyId(id.parse().unwrap()),
+        "w".into(),
+    ));
+
+    let svg = dir.path().join("history.svg");
+    let out = cli(
+        &server.url,
+        &[
+            "plot",
+            &id,
+            "--kind",
+            "history",
+            "--out",
+            svg.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert_eq!(
+        text.matches("<circle").count(),
+        5 + 1,
+        "5 trials and the legend's mark"
+    );
+
+    let png = dir.path().join("curves.png");
+    let out = cli(
+        &server.url,
+        &[
+            "plot",
+            &id,
+            "--kind",
+            "curves",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+
+    // An external study reports no confusion matrix: said, and no file left behind.
+    let cm = dir.path().join("cm.png");
+    let out = cli(
+        &server.url,
+        &[
+            "plot",
+            &id,
+            "--kind",
+            "confusion",
+            "--out",
+            cm.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no confusion matrix"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!cm.exists());
+    let out = cli(&server.url, &["plot", &id, "--out", "chart.jpg"]);
+    assert!(stderr(&out).contains(".svg or .png"), "{}", stderr(&out));
+}
+
+/// A WebDriver session on headless Chromium (Debian's `chromium` and
+/// `chromium-driver`; `.ci/run` installs them).
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start chromedriver ({e}): the dashboard test drives headless Chromium; \
+                     install it with `apt-get install chromium chromium-driver` (as .ci/run does)"
+                )
+            });
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,2600",
+            ]},
+        }}});
+        let mut answer = None;
+        for _ in 0..100 {
+            if let Ok(resp) = http
+                .post(format!("{base}/session"))
+                .json(&capabilities)
+                .send()
+                .await
+            {
+                answer = Some(resp.json::<serde_json::Value>().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let answer = answer.expect("chromedriver answers");
+        let session = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {answer}"))
+            .to_owned();
+        Self {
+            driver,
+            base,
+            session,
+            http,
+        }
+    }
+
+    async fn command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let url = format!("{}/session/{}", self.base, self.session);
+        let url = if path.is_empty() {
+            url
+        } else {
+            format!("{url}/{path}")
+        };
+        let mut request = self.http.request(method, url);
+        // GET and DELETE carry no body.
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let answer: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+        assert!(
+            answer["value"].get("error").is_none(),
+            "WebDriver {path}: {answer}"
+        );
+        answer["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.command(
+            reqwest::Method::POST,
+            "url",
+            serde_json::json!({"url": url}),
+        )
+        .await;
+    }
+
+    async fn eval(&self, script: &str) -> serde_json::Value {
+        self.command(
+            reqwest::Method::POST,
+            "execute/sync",
+            serde_json::json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    /// Waits until the page says it has drawn (`body[data-ready]`), or shows an error.
+    async fn wait_ready(&self, page: &str) {
+        for _ in 0..300 {
+            let state = self
+                .eval("return [document.body.dataset.ready || '', (document.getElementById('error') || {}).textContent || '']")
+                .await;
+            assert_eq!(
+                state[1].as_str().unwrap_or("").trim(),
+                "",
+                "the page shows an error"
+            );
+            if state[0] == page {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the {page} page never finished drawing");
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        use base64::Engine;
+        let data = self
+            .command(reqwest::Method::GET, "screenshot", serde_json::Value::Null)
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap())
+            .unwrap();
+        assert_eq!(&png[..4], b"\x89PNG");
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// A real (tiny) built-in study, trained by `tune`, then shown by the dashboard in
+/// headless Chromium: every chart has its marks, the table its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_renders_a_finished_study_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tiny.yaml"),
+        "version: 1\nname: dashboard-e2e\nobjective: {metric: val_accuracy, direction: maximize}\n\
+         trainer: {kind: fashion-mnist-cnn, epochs: 2, train_limit: 600, val_limit: 300}\n\
+         budget: {max_trials: 4, parallelism: 2}\noptimizer: {kind: random, seed: 5}\n\
+         parameters:\n  conv1_filters: {type: categorical, values: [8, 16]}\n  \
+         learning_rate: {type: float, min: 1.0e-3, max: 1.0e-2, log: true}\n  \
+         dense_units: {type: int, min: 16, max: 48, step: 16}\n\
+         fixed: {conv2_filters: 16, batch_size: 64}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["tune", "tiny.yaml", "--db", "dash.db"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let server = Server::start(&dir.path().join("dash.db"), &[]);
+    let browser = Browser::start().await;
+
+    browser.open(&format!("{}/#/", server.url)).await;
+    browser.wait_ready("list").await;
+    let rows = browser
+        .eval("return document.querySelectorAll('#studies tbody tr').length")
+        .await;
+    assert_eq!(rows, 1, "one study listed");
+
+    browser.open(&format!("{}/#/studies/1", server.url)).await;
+    browser.wait_ready("study").await;
+    let counts = browser
+        .eval(
+            "const n = s => document.querySelectorAll(s).length;
+             return {
+               points: n('#history svg circle.point'),
+               lines: n('#parallel svg path.pc-line'),
+               curves: n('#curves svg path.curve'),
+               bars: n('#importance svg rect.bar, #importance rect.bar'),
+               cells: n('#confusion svg rect.cell'),
+               titled: n('#confusion svg rect.cell title'),
+               rows: n('#trials tbody tr'),
+             };",
+        )
+        .await;
+    assert_eq!(counts["points"], 4, "a point per trial: {counts}");
+    assert_eq!(counts["lines"], 4, "a line per trial: {counts}");
+    assert!(counts["curves"].as_u64().unwrap() >= 4, "{counts}");
+    assert_eq!(counts["bars"], 3, "a bar per parameter: {counts}");
+    assert_eq!(counts["cells"], 100, "10 × 10 classes: {counts}");
+    assert_eq!(counts["titled"], 100, "every cell has a tooltip: {counts}");
+    assert_eq!(counts["rows"], 4, "{counts}");
+    let classes = browser
+        .eval("return document.getElementById('confusion').textContent")
+        .await;
+    assert!(
+        classes.as_str().unwrap().contains("Ankle boot"),
+        "class names: {classes}"
+    );
+
+    // Sorting the table by value (best first, by the study's direction) puts the
+    // best trial on top.
+    let best = server.client().best(StudyId(1)).await.unwrap().trial.number;
+    let first_after_sort = browser
+        .eval(
+            "[...document.querySelectorAll('#trials thead th')]
+                 .find(h => /objective value/.test(h.title)).click();
+             return document.querySelector('#trials tbody tr td').textContent;",
+        )
+        .await;
+    assert!(
+        first_after_sort
+            .as_str()
+            .unwrap()
+            .contains(&best.to_string()),
+        "best trial {best} first, got {first_after_sort}"
+    );
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e.png");
+    browser.screenshot(&shot).await;
+    eprintln!("screenshot: {}", shot.display());
+    browser
+        .command(reqwest::Method::DELETE, "", serde_json::Value::Null)
+        .await;
+}

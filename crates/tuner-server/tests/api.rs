@@ -1226,7 +1226,6 @@ async fn the_openapi_document_matches_the_router() {
         .await;
     assert_eq!(study.status, StatusCode::CREATED);
     let id = study.body["id"].as_i64().unwrap();
-    let mut documented = documented;
     documented.sort_by_key(|(m, _)| m == "delete");
     for (method, path) in documented {
         let uri = path

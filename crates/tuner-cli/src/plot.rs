@@ -1,0 +1,614 @@
+//! `tuner-cli plot`: a study's optimization history, learning curves or best trial's
+//! confusion matrix as an SVG or PNG file (plotters; text in the vendored DejaVu Sans,
+//! so a PNG looks the same on a machine without fonts).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::ValueEnum;
+use plotters::{
+    coord::{Shift, types::RangedCoordusize},
+    prelude::*,
+    style::{
+        FontStyle,
+        text_anchor::{HPos, Pos, VPos},
+    },
+};
+use serde_json::Value;
+use tuner_api::{ApiClient, Study, Trial, TrialQuery};
+use tuner_core::{StudyId, TrialState};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlotKind {
+    /// Objective value per trial and the best so far.
+    History,
+    /// A metric per epoch for the best trials.
+    Curves,
+    /// The best trial's confusion matrix (built-in trainer studies).
+    Confusion,
+}
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const SIZE: (u32, u32) = (900, 600);
+
+fn register_font() -> Result<()> {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        bail!("the embedded font could not be read")
+    }
+}
+
+/// The data a plot needs, fetched once; drawing is then pure.
+pub struct PlotData {
+    pub study: Study,
+    pub trials: Vec<Trial>,
+    pub best: Option<Trial>,
+}
+
+pub async fn fetch(
+    client: &ApiClient,
+    id: StudyId,
+    kind: PlotKind,
+    top: usize,
+) -> Result<PlotData> {
+    let study = client.get_study(id).await?;
+    let maximize = study.objective.direction == "maximize";
+    let (trials, best) = match kind {
+        PlotKind::History => {
+            let all = TrialQuery {
+                summary: true,
+                ..TrialQuery::default()
+            };
+            (client.list_trials_where(id, &all).await?.trials, None)
+        }
+        PlotKind::Curves => {
+            let best_first = TrialQuery {
+                state: Some(TrialState::Completed),
+                sort: Some("value".into()),
+                descending: maximize,
+                limit: Some(top),
+                ..TrialQuery::default()
+            };
+            (
+                client.list_trials_where(id, &best_first).await?.trials,
+                None,
+            )
+        }
+        PlotKind::Confusion => {
+            let best = client
+                .best(id)
+                .await
+                .with_context(|| format!("study {id} has no best trial to plot"))?;
+            (Vec::new(), Some(best.trial))
+        }
+    };
+    Ok(PlotData {
+        study,
+        trials,
+        best,
+    })
+}
+
+/// Draws `kind` into `out`; the extension (`.svg` or `.png`) picks the format.
+pub fn draw(data: &PlotData, kind: PlotKind, metric: Option<&str>, out: &Path) -> Result<()> {
+    register_font()?;
+    // Refuse before a backend exists: a failed plot leaves no file behind.
+    match kind {
+        PlotKind::History => history_points(data).map(drop)?,
+        PlotKind::Curves => {
+            curve_lines(data, metric.unwrap_or(&data.study.objective.metric)).map(drop)?
+        }
+        PlotKind::Confusion => confusion_data(data).map(drop)?,
+    }
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let result = match ext.as_deref() {
+        Some("svg") => draw_on(
+            SVGBackend::new(out, SIZE).into_drawing_area(),
+            data,
+            kind,
+            metric,
+        ),
+        Some("png") => draw_on(
+            BitMapBackend::new(out, SIZE).into_drawing_area(),
+            data,
+            kind,
+            metric,
+        ),
+        _ => bail!(
+            "cannot tell the format of {}: name it .svg or .png",
+            out.display()
+        ),
+    };
+    result.with_context(|| format!("cannot draw {}", out.display()))
+}
+
+fn draw_on<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    data: &PlotData,
+    kind: PlotKind,
+    metric: Option<&str>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(err)?;
+    match kind {
+        PlotKind::History => history(&root, data)?,
+        PlotKind::Curves => curves(&root, data, metric)?,
+        PlotKind::Confusion => confusion(&root, data)?,
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("{e:?}")
+}
+
+/// Pads a value range so points do not sit on the frame (and a single value still
+/// gets a range).
+fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.05
+    };
+    (lo - pad)..(hi + pad)
+}
+
+/// Completed and pruned trials as (number, value).
+type Points = Vec<(f64, f64)>;
+
+fn history_points(data: &PlotData) -> Result<(Points, Points)> {
+    let points = |state: TrialState| -> Points {
+        data.trials
+            .iter()
+            .filter(|t| t.state == state)
+            .filter_map(|t| t.value.map(|v| (t.number as f64, v)))
+            .collect()
+    };
+    let completed = points(TrialState::Completed);
+    let pruned = points(TrialState::Pruned);
+    if completed.is_empty() && pruned.is_empty() {
+        bail!("study {} has no trial with a value yet", data.study.id);
+    }
+    Ok((completed, pruned))
+}
+
+fn history<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let study = &data.study;
+    let maximize = study.objective.direction == "maximize";
+    let (completed, pruned) = history_points(data)?;
+    // Best so far: a step line over completed trials in number order.
+    let mut best: Vec<(f64, f64)> = Vec::new();
+    for &(x, y) in &completed {
+        let better = best
+            .last()
+            .is_none_or(|&(_, b)| if maximize { y > b } else { y < b });
+        let y = if better {
+            y
+        } else {
+            best.last().map_or(y, |p| p.1)
+        };
+        if let Some(&(_, prev)) = best.last() {
+            best.push((x, prev));
+        }
+        best.push((x, y));
+    }
+    let all = completed.iter().chain(&pruned);
+    let (lo, hi) = all
+        .clone()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    let last = all.map(|p| p.0).fold(0.0, f64::max);
+
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!(
+                "Optimization history: study {} \"{}\"",
+                study.id, study.name
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(-0.5..last + 0.5, padded(lo, hi))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("trial")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(study.objective.metric.as_str())
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    let blue = RGBColor(37, 99, 235);
+    let grey = RGBColor(148, 163, 184);
+    let red = RGBColor(220, 38, 38);
+    chart
+        .draw_series(completed.iter().map(|&p| Circle::new(p, 4, blue.filled())))
+        .map_err(err)?
+        .label(format!("completed ({})", completed.len()))
+        .legend(move |(x, y)| Circle::new((x + 10, y), 4, blue.filled()));
+    if !pruned.is_empty() {
+        chart
+            .draw_series(
+                pruned
+                    .iter()
+                    .map(|&p| Cross::new(p, 4, grey.stroke_width(2))),
+            )
+            .map_err(err)?
+            .label(format!("pruned ({}), last value", pruned.len()))
+            .legend(move |(x, y)| Cross::new((x + 10, y), 4, grey.stroke_width(2)));
+    }
+    chart
+        .draw_series(LineSeries::new(best, red.stroke_width(2)))
+        .map_err(err)?
+        .label("best so far")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(if maximize {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// The metric per epoch of one trial: from its per-epoch metrics, or its reported
+/// value when that is the metric.
+fn curve(t: &Trial, metric: &str, objective: &str) -> Vec<(f64, f64)> {
+    t.intermediate
+        .iter()
+        .filter_map(|e| {
+            let v = e
+                .metrics
+                .get(metric)
+                .and_then(Value::as_f64)
+                .or(if metric == objective { e.value } else { None })?;
+            Some((f64::from(e.epoch), v))
+        })
+        .collect()
+}
+
+/// Each trial's (epoch, metric) line, for the trials that reported the metric.
+fn curve_lines(data: &PlotData, metric: &str) -> Result<Vec<(u64, Points)>> {
+    let objective = data.study.objective.metric.as_str();
+    let lines: Vec<(u64, Points)> = data
+        .trials
+        .iter()
+        .map(|t| (t.number, curve(t, metric, objective)))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    if lines.is_empty() {
+        bail!(
+            "no trial of study {} reported `{metric}` per epoch (completed trials only)",
+            data.study.id
+        );
+    }
+    Ok(lines)
+}
+
+fn curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    data: &PlotData,
+    metric: Option<&str>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let study = &data.study;
+    let objective = study.objective.metric.as_str();
+    let metric = metric.unwrap_or(objective);
+    let lines = curve_lines(data, metric)?;
+    let points = lines.iter().flat_map(|(_, c)| c.iter());
+    let (lo, hi) = points
+        .clone()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    let (first, last) = points.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!(
+                "Learning curves: {metric}, the {} best trials of study {}",
+                lines.len(),
+                study.id
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(first - 0.2..last + 0.2, padded(lo, hi))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(metric)
+        .x_labels((last - first + 1.0).clamp(2.0, 20.0) as usize)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    for (i, (number, line)) in lines.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(format!("trial {number}"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(line.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// The confusion matrix and class names a built-in trainer reports with its final
+/// metrics.
+fn confusion_of(t: &Trial) -> Option<(Vec<Vec<u64>>, Vec<String>)> {
+    let metrics = t.metrics.as_ref()?;
+    let rows: Vec<Vec<u64>> =
+        serde_json::from_value(metrics.get("confusion_matrix")?.clone()).ok()?;
+    let n = rows.len();
+    if n == 0 || rows.iter().any(|r| r.len() != n) {
+        return None;
+    }
+    let names = metrics
+        .get("class_names")
+        .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+        .filter(|names| names.len() == n)
+        .unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+    Some((rows, names))
+}
+
+type Confusion<'a> = (&'a Trial, Vec<Vec<u64>>, Vec<String>);
+
+fn confusion_data(data: &PlotData) -> Result<Confusion<'_>> {
+    let study = &data.study;
+    let best = data
+        .best
+        .as_ref()
+        .ok_or_else(|| anyhow!("study {} has no completed trial", study.id))?;
+    let (rows, names) = confusion_of(best).ok_or_else(|| {
+        anyhow!(
+            "trial {} of study {} has no confusion matrix (only built-in trainer studies report one)",
+            best.number,
+            study.id
+        )
+    })?;
+    Ok((best, rows, names))
+}
+
+fn confusion<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let study = &data.study;
+    let (best, rows, names) = confusion_data(data)?;
+    let n = rows.len();
+    let (plot, side) = root.split_horizontally(SIZE.0 - 120);
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(
+            format!(
+                "Confusion matrix: trial {} of study {} ({} {:.4})",
+                best.number,
+                study.id,
+                study.objective.metric,
+                best.value.unwrap_or(f64::NAN)
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(70)
+        .y_label_area_size(100)
+        .build_cartesian_2d(
+            // Integer ranges are inclusive here: n segments.
+            RangedCoordusize::from(0..n - 1).into_segmented(),
+            RangedCoordusize::from(0..n - 1).into_segmented(),
+        )
+        .map_err(err)?;
+    let label = |v: &SegmentValue<usize>, flip: bool| match v {
+        SegmentValue::CenterOf(i) if *i < n => names[if flip { n - 1 - i } else { *i }].clone(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(n)
+        .y_labels(n)
+        .x_label_formatter(&|v| label(v, false))
+        .y_label_formatter(&|v| label(v, true))
+        .x_desc("predicted")
+        .y_desc("true class")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(err)?;
+    // Colour by the row's share (recall per class), so classes of any size compare.
+    let shade = |share: f64| {
+        let t = share.clamp(0.0, 1.0);
+        let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+        RGBColor(mix(247.0, 8.0), mix(251.0, 48.0), mix(255.0, 107.0))
+    };
+    for (r, row) in rows.iter().enumerate() {
+        let total = row.iter().sum::<u64>().max(1) as f64;
+        let y = n - 1 - r;
+        for (c, &count) in row.iter().enumerate() {
+            let share = count as f64 / total;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (SegmentValue::Exact(c), SegmentValue::Exact(y)),
+                        (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1)),
+                    ],
+                    shade(share).filled(),
+                )))
+                .map_err(err)?;
+            let ink = if share > 0.5 { WHITE } else { BLACK };
+            let style = TextStyle::from(("sans-serif", 13).into_font())
+                .color(&ink)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    count.to_string(),
+                    (SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)),
+                    style,
+                )))
+                .map_err(err)?;
+        }
+    }
+    // A colour key: share of the true class.
+    let key = side.margin(60, 80, 20, 30);
+    let (w, h) = key.dim_in_pixel();
+    let steps = 50;
+    for i in 0..steps {
+        let top = (h as i32) * i / steps;
+        let bottom = (h as i32) * (i + 1) / steps;
+        let share = 1.0 - f64::from(i) / f64::from(steps);
+        key.draw(&Rectangle::new(
+            [(0, top), (w as i32 / 2, bottom)],
+            shade(share).filled(),
+        ))
+        .map_err(err)?;
+    }
+    for (share, at) in [(1.0, 0), (0.5, h as i32 / 2), (0.0, h as i32 - 12)] {
+        key.draw(&Text::new(
+            format!("{:.0}%", share * 100.0),
+            (w as i32 / 2 + 6, at),
+            ("sans-serif", 12),
+        ))
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn trial(number: u64, state: TrialState, value: Option<f64>, epochs: &[f64]) -> Trial {
+        serde_json::from_value(json!({
+            "id": number + 1, "study_id": 1, "number": number, "state": state, "params": {"x": 1},
+            "value": value, "attempts": 1, "created_at": "2026-01-01T00:00:00Z",
+            "metrics": {
+                "val_accuracy": value,
+                "confusion_matrix": (0..10).map(|r| (0..10).map(|c| if r == c { 90 } else { 1 + (r + c) % 3 }).collect::<Vec<u64>>()).collect::<Vec<_>>(),
+                "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+            },
+            "intermediate": epochs.iter().enumerate().map(|(i, v)| json!({
+                "epoch": i + 1, "value": v, "metrics": {"val_accuracy": v, "loss": 1.0 - v},
+                "reported_at": "2026-01-01T00:00:00Z"
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    fn data() -> PlotData {
+        let study: Study = serde_json::from_value(json!({
+            "id": 1, "name": "plots", "state": "completed", "objective": {"metric": "val_accuracy", "direction": "maximize"},
+            "optimizer": "gp", "max_trials": 4,
+            "counts": {"pending": 0, "running": 0, "completed": 3, "pruned": 1, "failed": 0, "total": 4},
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        let trials = vec![
+            trial(0, TrialState::Completed, Some(0.81), &[0.7, 0.78, 0.81]),
+            trial(1, TrialState::Pruned, Some(0.6), &[0.6]),
+            trial(2, TrialState::Completed, Some(0.88), &[0.8, 0.86, 0.88]),
+            trial(3, TrialState::Completed, Some(0.85), &[0.79, 0.84, 0.85]),
+        ];
+        PlotData {
+            study,
+            best: Some(trials[2].clone()),
+            trials,
+        }
+    }
+
+    /// Every kind, as SVG (well-formed XML with the drawn marks) and as PNG (a real
+    /// image of the requested size).
+    #[test]
+    fn every_kind_draws_valid_svg_and_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data();
+        for (kind, mark, at_least) in [
+            (PlotKind::History, "<circle", 3),
+            (PlotKind::Curves, "<polyline", 3),
+            (PlotKind::Confusion, "<rect", 100),
+        ] {
+            let svg = dir.path().join(format!("{kind:?}.svg"));
+            draw(&data, kind, None, &svg).unwrap();
+            let text = std::fs::read_to_string(&svg).unwrap();
+            assert!(
+                text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
+                "{kind:?}"
+            );
+            assert!(
+                text.matches(mark).count() >= at_least,
+                "{kind:?}: {} {mark}",
+                text.matches(mark).count()
+            );
+            let png = dir.path().join(format!("{kind:?}.png"));
+            draw(&data, kind, None, &png).unwrap();
+            let bytes = std::fs::read(&png).unwrap();
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{kind:?}");
+            // IHDR: width and height, big-endian, at bytes 16..24.
+            let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+            let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+            assert_eq!((width, height), SIZE);
+        }
+        let text = std::fs::read_to_string(dir.path().join("Confusion.svg")).unwrap();
+        assert!(
+            text.contains("Ankle boot") && text.contains("\n90\n"),
+            "class names and counts"
+        );
+        assert!(draw(&data, PlotKind::History, None, &dir.path().join("x.gif")).is_err());
+    }
+
+    #[test]
+    fn missing_data_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = data();
+        let out = dir.path().join("c.svg");
+        let e = draw(&data, PlotKind::Curves, Some("auc"), &out).unwrap_err();
+        assert!(format!("{e:#}").contains("reported `auc`"), "{e:#}");
+        data.best.as_mut().unwrap().metrics = Some(json!({"val_accuracy": 0.9}));
+        let e = draw(&data, PlotKind::Confusion, None, &out).unwrap_err();
+        assert!(format!("{e:#}").contains("no confusion matrix"), "{e:#}");
+        data.trials.clear();
+        let e = draw(&data, PlotKind::History, None, &out).unwrap_err();
+        assert!(format!("{e:#}").contains("no trial with a value"), "{e:#}");
+    }
+}
