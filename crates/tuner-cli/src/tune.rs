@@ -81,6 +81,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
         spec.optimizer.kind.as_str(),
         args.db.display()
     );
+    eprintln!("live dashboard: {url}/#/studies/{}", study.id);
     let mut workers = if builtin {
         eprintln!(
             "{count} local worker(s), {} training thread(s) each; Ctrl-C stops (the study can be resumed with `tuner-cli serve --db {} --workers N`)",
@@ -183,6 +184,14 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
         "best config written to {} (retrain it with `tuner-cli train --config {}`)",
         out.display(),
         out.display()
+    );
+    eprintln!(
+        "look back at it: `tuner-cli serve --db {}` and open http://127.0.0.1:8470/#/studies/{}, \
+         or `tuner-cli summary {}` / `tuner-cli plot {} --kind history --out history.svg` against that server",
+        args.db.display(),
+        study.id,
+        study.id,
+        study.id
     );
     Ok(())
 }
