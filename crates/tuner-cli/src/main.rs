@@ -117,6 +117,8 @@ enum Command {
         /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// Train one config (e.g. from `best`) and evaluate it on the test set.
     Train(training::TrainArgs),
@@ -126,7 +128,12 @@ enum Command {
         what: BenchCommand,
     },
     /// Check a search-space file without a server; prints every problem.
-    Validate { file: PathBuf },
+    Validate {
+        file: PathBuf,
+        /// Print `{"valid": true, "spec": ...}` or `{"valid": false, "problems": [...]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a study from a search-space file (YAML or JSON); prints its id.
     Create {
         file: PathBuf,
@@ -150,6 +157,21 @@ enum Command {
         id: StudyId,
         #[arg(long)]
         json: bool,
+        /// Only trials in this state (pending, running, completed, pruned, failed).
+        #[arg(long)]
+        state: Option<tuner_core::TrialState>,
+        /// Order by number (default), value, duration, epoch or state.
+        #[arg(long)]
+        sort: Option<String>,
+        /// Largest first.
+        #[arg(long)]
+        desc: bool,
+        /// At most this many trials.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Skip this many first.
+        #[arg(long)]
+        offset: Option<usize>,
         /// Follow the study live (running trials, epochs, best so far) until it ends.
         #[arg(long, conflicts_with = "json")]
         watch: bool,
@@ -345,7 +367,7 @@ async fn run(cli: Cli) -> Result<()> {
             max_trials,
             data_dir,
         } => worker(client, study, name, max_trials, data_dir).await,
-        Command::Data { data_dir } => training::data(data_dir.as_deref()),
+        Command::Data { data_dir, json } => training::data(data_dir.as_deref(), json),
         Command::Train(args) => tokio::task::spawn_blocking(move || training::train(args))
             .await
             .context("training thread")?,
@@ -378,7 +400,7 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
-        Command::Validate { file } => {
+        Command::Validate { file, json } => {
             let text = read_doc(&file)?;
             let checked = parse_spec(&text, doc_format(&file).0).and_then(|spec| {
                 // What this server version can run, as `create` would check it.
@@ -390,6 +412,13 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             });
             match checked {
+                Ok(spec) if json => {
+                    output::print_json(&serde_json::json!({"valid": true, "spec": spec}))
+                }
+                Err(tuner_core::CoreError::InvalidSpec(problems)) if json => {
+                    output::print_json(&serde_json::json!({"valid": false, "problems": problems}))?;
+                    bail!("{}: {} problem(s)", file.display(), problems.len())
+                }
                 Ok(spec) => {
                     println!(
                         "{}: valid ({} parameters, {} trials)",
@@ -436,13 +465,30 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Trials {
             id, watch: true, ..
         } => watch::watch(&client, id).await,
-        Command::Trials { id, json, .. } => {
-            let list = client.list_trials(id).await?;
+        Command::Trials {
+            id,
+            json,
+            state,
+            sort,
+            desc,
+            limit,
+            offset,
+            ..
+        } => {
+            let query = tuner_api::TrialQuery {
+                state,
+                sort,
+                descending: desc,
+                limit,
+                offset,
+                summary: false,
+            };
+            let list = client.list_trials_where(id, &query).await?;
             if json {
                 output::print_json(&list)
             } else {
                 let study = client.get_study(id).await?;
-                print!("{}", output::trials_table(&study, &list.trials));
+                print!("{}", output::trials_table(&study, &list));
                 Ok(())
             }
         }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use anyhow::Result;
-use tuner_api::{Study, Trial};
+use tuner_api::{Study, TrialList};
 use tuner_core::Params;
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
@@ -121,9 +121,10 @@ pub fn study_text(s: &Study) -> String {
     out
 }
 
-pub fn trials_table(study: &Study, trials: &[Trial]) -> String {
-    if trials.is_empty() {
-        return format!("study {} has no trials yet\n", study.id);
+pub fn trials_table(study: &Study, list: &TrialList) -> String {
+    let trials = &list.trials;
+    if list.total == 0 {
+        return format!("study {}: no trials to show\n", study.id);
     }
     let best = study.best.as_ref().map(|b| b.trial_id);
     let rows: Vec<Vec<String>> = trials
@@ -152,13 +153,15 @@ pub fn trials_table(study: &Study, trials: &[Trial]) -> String {
         ],
         &rows,
     );
+    let shown = if trials.len() as u64 == list.total {
+        format!("{} trials", trials.len())
+    } else {
+        format!("{} of {} trials", trials.len(), list.total)
+    };
     let _ = writeln!(
         out,
-        "{} trials ({} completed); * marks the best ({} {})",
-        trials.len(),
-        study.counts.completed,
-        study.objective.direction,
-        study.objective.metric
+        "{shown} ({} completed in the study); * marks the best ({} {})",
+        study.counts.completed, study.objective.direction, study.objective.metric
     );
     out
 }

@@ -15,9 +15,12 @@ use tuner_train::{
 
 use crate::read_doc;
 
-pub fn data(dir: Option<&Path>) -> Result<()> {
+pub fn data(dir: Option<&Path>, json: bool) -> Result<()> {
     let data = FashionMnist::load(dir)?;
     let s = data.summary();
+    if json {
+        return crate::output::print_json(&s);
+    }
     println!("Fashion-MNIST from {}", s.dir.display());
     println!(
         "images: {} train, {} test ({} in all)",

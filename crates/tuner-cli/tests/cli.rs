@@ -249,6 +249,41 @@ fn client_commands_create_list_and_export_the_best() {
     let json = cli(&server.url, &["trials", &id.to_string(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["trials"].as_array().unwrap().len(), 3);
+    // The best two, best first; the table says how many there are in all.
+    let top = cli(
+        &server.url,
+        &[
+            "trials",
+            &id.to_string(),
+            "--sort",
+            "value",
+            "--desc",
+            "--limit",
+            "2",
+            "--json",
+        ],
+    );
+    let top: serde_json::Value = serde_json::from_slice(&top.stdout).unwrap();
+    let values: Vec<f64> = top["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!((values.len(), top["total"].as_u64()), (2, Some(3)));
+    assert!(values[0] >= values[1]);
+    let page = cli(
+        &server.url,
+        &[
+            "trials",
+            &id.to_string(),
+            "--limit",
+            "1",
+            "--state",
+            "completed",
+        ],
+    );
+    assert!(stdout(&page).contains("1 of 3 trials"), "{}", stdout(&page));
 
     let best = cli(&server.url, &["best", &id.to_string(), "--format", "json"]);
     assert!(best.status.success(), "{}", stderr(&best));
@@ -500,6 +535,56 @@ fn data_describes_the_dataset() {
         text.matches(" 7000").count(),
         10,
         "7,000 images per class: {text}"
+    );
+    let out = Command::new(BIN).args(["data", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["train_images"].clone(), v["test_images"].clone()),
+        (60000.into(), 10000.into())
+    );
+    assert_eq!(v["train_per_class"].as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn validate_json_gives_the_spec_or_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, space(3, 1)).unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--json"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["spec"]["budget"]["max_trials"], 3);
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        space(3, 1)
+            .replace("min: -2.0", "min: 5.0")
+            .replace("max_trials: 3", "max_trials: 0"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--json"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let paths: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"budget.max_trials") && paths.iter().any(|p| p.starts_with("parameters.x")),
+        "{v}"
     );
 }
 
