@@ -26,6 +26,8 @@
   const PC_MAX_LINES = 1000;
   /** Refetch the importance at most this often while a study runs. */
   const IMPORTANCE_EVERY_MS = 10000;
+  /** Stop, pause and resume are not trial events: the study is polled this often while live. */
+  const STUDY_POLL_MS = 5000;
   const FINAL_STATES = new Set(['completed', 'pruned', 'failed']);
   const TRIAL_STATES = ['pending', 'running', 'completed', 'pruned', 'failed'];
   const PALETTE = [
@@ -1063,8 +1065,21 @@
 
     async follow() {
       this.live = true;
-      const url = `/studies/${this.id}/trials`;
+      // Only what happens from now on: the page has just loaded the trials themselves,
+      // and replaying a long study's whole log (6 events a trial) would be wasted.
+      // Reconnects resume with Last-Event-ID, which the server prefers over `after`.
+      const url = `/studies/${this.id}/trials?after=now`;
       let lost = false;
+      const poll = setInterval(async () => {
+        if (!this.alive || !this.live) return;
+        try {
+          const st = await api(`/studies/${this.id}`, this.ctrl.signal);
+          if (this.alive && this.study && (st.state !== this.study.state || st.state_reason !== this.study.state_reason)) {
+            this.study = Object.assign({}, this.study, st);
+            this.renderHead();
+          }
+        } catch (_) { /* outages show through the event stream */ }
+      }, STUDY_POLL_MS);
       try {
         await followEvents(url, this.ctrl.signal, (name, data) => this.onEvent(name, data), (st) => {
           if (!this.alive) return;
@@ -1080,6 +1095,8 @@
         if (!this.alive || isAbort(e)) return;
         report(e);
         setLive(null);
+      } finally {
+        clearInterval(poll);
       }
     }
 

@@ -829,8 +829,8 @@ async fn trial_events_stream_and_resume_from_the_last_event_id() {
         .await;
         s.complete(trial, &token, 0.7).await;
     }
-    let watch = |last: Option<i64>| {
-        let mut req = Request::get(format!("/studies/{id}/trials"))
+    let watch = |last: Option<i64>, query: &str| {
+        let mut req = Request::get(format!("/studies/{id}/trials{query}"))
             .header(header::ACCEPT, "text/event-stream");
         if let Some(last) = last {
             req = req.header("last-event-id", last.to_string());
@@ -853,7 +853,7 @@ async fn trial_events_stream_and_resume_from_the_last_event_id() {
             sse_events(std::str::from_utf8(&bytes).unwrap())
         }
     };
-    let all = watch(None).await;
+    let all = watch(None, "").await;
     let kinds: Vec<&str> = all.iter().map(|(_, k, _)| k.as_str()).collect();
     assert_eq!(
         kinds,
@@ -873,7 +873,7 @@ async fn trial_events_stream_and_resume_from_the_last_event_id() {
     assert_eq!(all[3].2["value"], 0.7);
     assert_eq!(all[8].2["state"], "completed");
 
-    let resumed = watch(all[3].0).await;
+    let resumed = watch(all[3].0, "").await;
     assert_eq!(
         resumed.len(),
         5,
@@ -881,6 +881,25 @@ async fn trial_events_stream_and_resume_from_the_last_event_id() {
         all[3].0
     );
     assert_eq!(resumed[0].2["number"], 1);
+    // The same from the query; the header (a reconnect) wins over it.
+    let after = all[3].0.unwrap();
+    assert_eq!(watch(None, &format!("?after={after}")).await.len(), 5);
+    assert_eq!(watch(all[6].0, &format!("?after={after}")).await.len(), 2);
+    // `now` skips the log so far: here only the end is left.
+    let now = watch(None, "?after=now").await;
+    assert_eq!(
+        now.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        ["end"]
+    );
+    let bad = s
+        .send(
+            Request::get(format!("/studies/{id}/trials?after=soon"))
+                .header(header::ACCEPT, "text/event-stream")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
 
     let missing = s
         .send(

@@ -108,6 +108,8 @@ pub trait Store: Send + Sync + 'static {
     /// Takes back every lease that expired before `now`: the trial goes back to
     /// pending, or is failed once it has used up its study's retries.
     async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>>;
+    /// The id of the study's latest trial event (0 when there is none).
+    async fn last_event_id(&self, study: StudyId) -> Result<i64>;
     /// The study's trial events after event `after` (0: from the start), oldest first.
     async fn events_since(&self, study: StudyId, after: i64, limit: u32)
     -> Result<Vec<TrialEvent>>;

@@ -618,6 +618,16 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn last_event_id(&self, study: StudyId) -> Result<i64> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MAX(id) FROM trial_events WHERE study_id = ?",
+        )
+        .bind(study.0)
+        .fetch_one(&self.pool)
+        .await?
+        .unwrap_or(0))
+    }
+
     async fn events_since(
         &self,
         study: StudyId,

@@ -206,6 +206,9 @@ pub struct TrialFilter {
     order: Option<String>,
     limit: Option<usize>,
     offset: Option<usize>,
+    /// Event stream only: start after this event id, or `now` to skip the events so
+    /// far. A `Last-Event-ID` header (a reconnect) takes precedence.
+    after: Option<String>,
 }
 
 fn bad_query(path: &str, message: String) -> ApiError {
@@ -244,11 +247,19 @@ pub async fn list_trials(
         let id = study_id(&id)?;
         // 404 now rather than an empty stream.
         state.study(id).await?;
-        let after = headers
+        let Query(filter) = filter.map_err(|e| bad_query("query", e.body_text()))?;
+        let resume = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(0);
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        let after = match (resume, filter.after.as_deref()) {
+            (Some(id), _) => id,
+            (None, None) => 0,
+            (None, Some("now")) => state.store().last_event_id(id).await?,
+            (None, Some(n)) => n.parse::<i64>().map_err(|_| {
+                bad_query("after", format!("`{n}` is neither an event id nor `now`"))
+            })?,
+        };
         return Ok(crate::watch::event_stream(state, id, after).into_response());
     }
     Ok(list_trial_json(state, id, filter).await?.into_response())
