@@ -267,7 +267,27 @@ enum Format {
     Yaml,
 }
 
+/// `tuner-cli trials 1 --json | head` closes the pipe early; `print!` then panics.
+/// Like other command-line tools, end quietly instead (Rust ignores SIGPIPE, and
+/// restoring it would need `unsafe`).
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> std::process::ExitCode {
+    exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve { .. }) {
         "info"

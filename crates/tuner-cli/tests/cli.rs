@@ -1235,3 +1235,36 @@ async fn the_dashboard_renders_a_finished_study_in_a_real_browser() {
         .command(reqwest::Method::DELETE, "", serde_json::Value::Null)
         .await;
 }
+
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("pipe.db"), &[]);
+    let file = dir.path().join("space.yaml");
+    std::fs::write(&file, space(200, 8)).unwrap();
+    let id = stdout(&cli(&server.url, &["create", file.to_str().unwrap()]))
+        .trim()
+        .to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(worker(
+        server.client(),
+        StudyId(id.parse().unwrap()),
+        "w".into(),
+    ));
+    // More output than a pipe holds, to a reader that stops after one line.
+    let mut child = Command::new(BIN)
+        .env_remove("TUNER_TOKEN")
+        .args(["--server", &server.url, "trials", &id, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "{");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
