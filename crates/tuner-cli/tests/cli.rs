@@ -870,6 +870,24 @@ async fn the_gp_suggests_the_same_through_http_as_in_process() {
     }
 }
 
+/// Creates a study of `space(max_trials, parallelism)` through `create` and runs it to
+/// the end with one scripted worker; returns its id.
+fn finished_study(server: &Server, dir: &Path, max_trials: u32, parallelism: u32) -> String {
+    let file = dir.join("space.yaml");
+    std::fs::write(&file, space(max_trials, parallelism)).unwrap();
+    let out = cli(&server.url, &["create", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // One worker, the seeded random sampler: the same trials every run.
+    runtime.block_on(worker(
+        server.client(),
+        StudyId(id.parse().unwrap()),
+        "w".into(),
+    ));
+    id
+}
+
 /// Replaces what changes from run to run (times, durations) in JSON output.
 fn redact_times(v: &mut serde_json::Value) {
     match v {
@@ -891,17 +909,7 @@ fn redact_times(v: &mut serde_json::Value) {
 fn summary_and_json_reads_match_their_snapshots() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("summary.db"), &[]);
-    let file = dir.path().join("space.yaml");
-    std::fs::write(&file, space(4, 1)).unwrap();
-    let out = cli(&server.url, &["create", file.to_str().unwrap()]);
-    let id = stdout(&out).trim().to_owned();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    // One worker, the seeded random sampler: the same trials every run.
-    runtime.block_on(worker(
-        server.client(),
-        StudyId(id.parse().unwrap()),
-        "w".into(),
-    ));
+    let id = finished_study(&server, dir.path(), 4, 1);
 
     let out = cli(&server.url, &["summary", &id, "--top", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -932,16 +940,7 @@ fn summary_and_json_reads_match_their_snapshots() {
 fn plot_writes_svg_and_png_files() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("plot.db"), &[]);
-    let file = dir.path().join("space.yaml");
-    std::fs::write(&file, space(5, 1)).unwrap();
-    let out = cli(&server.url, &["create", file.to_str().unwrap()]);
-    let id = stdout(&out).trim().to_owned();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(worker(
-        server.client(),
-        StudyId(id.parse().unwrap()),
-        "w".into(),
-    ));
+    let id = finished_study(&server, dir.path(), 5, 1);
 
     let svg = dir.path().join("history.svg");
     let out = cli(
@@ -1240,17 +1239,7 @@ async fn the_dashboard_renders_a_finished_study_in_a_real_browser() {
 fn a_closed_output_pipe_ends_the_command_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("pipe.db"), &[]);
-    let file = dir.path().join("space.yaml");
-    std::fs::write(&file, space(200, 8)).unwrap();
-    let id = stdout(&cli(&server.url, &["create", file.to_str().unwrap()]))
-        .trim()
-        .to_owned();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(worker(
-        server.client(),
-        StudyId(id.parse().unwrap()),
-        "w".into(),
-    ));
+    let id = finished_study(&server, dir.path(), 200, 8);
     // More output than a pipe holds, to a reader that stops after one line.
     let mut child = Command::new(BIN)
         .env_remove("TUNER_TOKEN")

@@ -16,6 +16,38 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{ApiError, AppState};
 
+/// What a lease holder's request (heartbeat, report, complete, fail, release) may get
+/// instead of its answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Describes responses; never built.
+pub(crate) enum LeaseRefusals {
+    /// The server has a token and the request did not send it
+    #[response(status = 401)]
+    Unauthorized(tuner_api::ErrorBody),
+    /// No such trial
+    #[response(status = 404)]
+    NotFound(tuner_api::ErrorBody),
+    /// Not the lease holder, the lease expired, or the trial is finished
+    #[response(status = 409)]
+    Conflict(tuner_api::ErrorBody),
+    /// Malformed request; `details` names each problem
+    #[response(status = 422)]
+    Invalid(tuner_api::ErrorBody),
+}
+
+/// What a request about one study may get when the study is missing or the request is
+/// not authorized.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Describes responses; never built.
+pub(crate) enum StudyRefusals {
+    /// The server has a token and the request did not send it
+    #[response(status = 401)]
+    Unauthorized(tuner_api::ErrorBody),
+    /// No such study
+    #[response(status = 404)]
+    NotFound(tuner_api::ErrorBody),
+}
+
 /// The API description: the paths come from the handlers' `#[utoipa::path]`
 /// annotations as [`router`] registers them, so the document cannot list a route the
 /// server lacks or miss one it has.

@@ -11,7 +11,7 @@ use tuner_core::{
 };
 use tuner_store::NewStudy;
 
-use super::{body_bytes, parse_id};
+use super::{StudyRefusals, body_bytes, parse_id};
 use crate::{
     ApiError, AppState,
     scheduler::{settle, spec_of},
@@ -155,8 +155,7 @@ pub async fn list_studies(State(state): State<AppState>) -> Result<Json<StudyLis
     params(("id" = i64, Path, description = "The study id")),
     responses(
         (status = 200, body = Study),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such study", body = ErrorBody)
+        StudyRefusals
     )
 )]
 pub async fn get_study(
@@ -174,8 +173,7 @@ pub async fn get_study(
     params(("id" = i64, Path, description = "The study id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such study", body = ErrorBody)
+        StudyRefusals
     )
 )]
 pub async fn delete_study(
@@ -232,8 +230,7 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
     params(("id" = i64, Path, description = "The study id"), TrialFilter, ("Last-Event-ID" = Option<i64>, Header, description = "Event stream only: resume after this event")),
     responses(
         (status = 200, description = "The trials, or (event stream) one SSE event per trial event: name = kind, id = event id, data = TrialEvent; an `end` event carries the final Study", content((TrialList = "application/json"), (TrialEvent = "text/event-stream"))),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such study", body = ErrorBody),
+        StudyRefusals,
         (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
     )
 )]
@@ -425,8 +422,7 @@ async fn change_state(
     params(("id" = i64, Path, description = "The study id")),
     responses(
         (status = 200, body = Study),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such study", body = ErrorBody),
+        StudyRefusals,
         (status = 409, description = "The study is not running or paused", body = ErrorBody)
     )
 )]
@@ -452,8 +448,7 @@ pub async fn stop_study(
     params(("id" = i64, Path, description = "The study id")),
     responses(
         (status = 200, body = Study),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such study", body = ErrorBody),
+        StudyRefusals,
         (status = 409, description = "The study is not running", body = ErrorBody)
     )
 )]
@@ -479,8 +474,7 @@ pub async fn pause_study(
     params(("id" = i64, Path, description = "The study id")),
     responses(
         (status = 200, body = Study),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such study", body = ErrorBody),
+        StudyRefusals,
         (status = 409, description = "The study is not paused or stopped", body = ErrorBody)
     )
 )]
@@ -506,8 +500,7 @@ pub async fn resume_study(
     params(("id" = i64, Path, description = "The study id")),
     responses(
         (status = 200, body = Importance),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such study", body = ErrorBody)
+        StudyRefusals
     )
 )]
 pub async fn parameter_importance(

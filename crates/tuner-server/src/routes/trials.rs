@@ -14,7 +14,7 @@ use tuner_api::{
 use tuner_core::{Problem, StudyId, TrainerKind, TrialId, TrialState};
 use tuner_store::{Finish, NewEpoch};
 
-use super::{body_bytes, parse_id, parse_json};
+use super::{LeaseRefusals, body_bytes, parse_id, parse_json};
 use crate::{
     ApiError, AppState,
     scheduler::{self, AskOutcome},
@@ -166,10 +166,7 @@ pub async fn get_trial(
     request_body = HeartbeatRequest,
     responses(
         (status = 200, body = HeartbeatResponse),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such trial", body = ErrorBody),
-        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
-        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+        LeaseRefusals
     )
 )]
 pub async fn heartbeat(
@@ -226,10 +223,7 @@ fn objective_value(
     request_body = ReportRequest,
     responses(
         (status = 200, body = ReportResponse),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such trial", body = ErrorBody),
-        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
-        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+        LeaseRefusals
     )
 )]
 pub async fn report(
@@ -276,10 +270,7 @@ pub async fn report(
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "The finished trial (a retry by the same lease holder gets the same answer)", body = Trial),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such trial", body = ErrorBody),
-        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
-        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+        LeaseRefusals
     )
 )]
 pub async fn complete_trial(
@@ -327,10 +318,7 @@ pub async fn complete_trial(
     request_body = FailRequest,
     responses(
         (status = 200, body = Trial),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such trial", body = ErrorBody),
-        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
-        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+        LeaseRefusals
     )
 )]
 pub async fn fail_trial(
@@ -389,10 +377,7 @@ async fn finish(
     request_body = ReleaseRequest,
     responses(
         (status = 200, body = Trial),
-        (status = 401, description = "The server has a token and the request did not send it", body = ErrorBody),
-        (status = 404, description = "No such trial", body = ErrorBody),
-        (status = 409, description = "Not the lease holder, the lease expired, or the trial is finished", body = ErrorBody),
-        (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
+        LeaseRefusals
     )
 )]
 pub async fn release_trial(
