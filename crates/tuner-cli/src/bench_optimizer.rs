@@ -53,6 +53,7 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
         "median simple regret [IQR] over {} seeds, through HTTP ask/complete",
         args.seeds
     );
+    let mut progress = crate::output::Progress::new("", u64::from(args.seeds * args.budget));
     for problem in all
         .iter()
         .filter(|p| args.problems.iter().any(|n| n == p.name))
@@ -62,6 +63,7 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
             let mut regrets: Vec<Vec<f64>> = vec![Vec::new(); checkpoints.len()];
             let mut ask_seconds = 0.0;
             let mut asks = 0u32;
+            progress.set_label(format!("{} {optimizer}", problem.name));
             for seed in 0..args.seeds {
                 let doc = problems::document(
                     &format!("bbo-{}-{optimizer}-{seed}", problem.name),
@@ -81,6 +83,7 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
                         AskAnswer::Leased(a) => {
                             ask_seconds += started.elapsed().as_secs_f64();
                             asks += 1;
+                            progress.set(u64::from(asks));
                             let y = (problem.f)(&a.trial.params);
                             best = best.min(y);
                             trace.push(best - problem.optimum);
@@ -114,6 +117,7 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
                     )
                 })
                 .collect();
+            progress.finish();
             println!(
                 "{:<12} {:<7} {}  (ask {:.1} ms on average)",
                 problem.name,

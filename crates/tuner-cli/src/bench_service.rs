@@ -30,10 +30,22 @@ pub async fn bench_service(workers: usize, trials: u32) -> Result<()> {
          k: {{type: categorical, values: [a, b, c]}}\n  n: {{type: int, min: 1, max: 100}}\n"
     );
     let study = client.create_study(&space, DocFormat::Yaml).await?;
+    let completed_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = {
+        let done = completed_so_far.clone();
+        tokio::spawn(async move {
+            let mut bar = crate::output::Progress::new("ask + complete", u64::from(trials));
+            loop {
+                bar.set(done.load(std::sync::atomic::Ordering::Relaxed));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(workers);
     for i in 0..workers {
         let client = client.clone();
+        let completed_so_far = completed_so_far.clone();
         tasks.push(tokio::spawn(async move {
             let req = AskRequest {
                 worker: Some(format!("bench-{i}")),
@@ -56,6 +68,7 @@ pub async fn bench_service(workers: usize, trials: u32) -> Result<()> {
                             )
                             .await?;
                         done += 1;
+                        completed_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }
@@ -66,6 +79,9 @@ pub async fn bench_service(workers: usize, trials: u32) -> Result<()> {
         completed += t.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    // Dropping the bar's task clears its line.
+    progress.abort();
+    let _ = progress.await;
 
     let list = client.list_trials(study.id).await?.trials;
     let numbers_dense = list.iter().enumerate().all(|(i, t)| t.number == i as u64);

@@ -200,3 +200,86 @@ pub fn importance_text(imp: &tuner_api::Importance) -> String {
     );
     out
 }
+
+/// A one-line progress bar on standard error, drawn only on a terminal (logs and
+/// pipes get the final figures alone) and at most ten times a second.
+pub struct Progress {
+    label: String,
+    total: u64,
+    tty: bool,
+    last_draw: Option<std::time::Instant>,
+}
+
+impl Progress {
+    pub fn new(label: impl Into<String>, total: u64) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            label: label.into(),
+            total,
+            tty: std::io::stderr().is_terminal(),
+            last_draw: None,
+        }
+    }
+
+    pub fn set_label(&mut self, label: impl Into<String>) {
+        self.label = label.into();
+    }
+
+    pub fn set(&mut self, done: u64) {
+        if !self.tty
+            || self
+                .last_draw
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100))
+                && done < self.total
+        {
+            return;
+        }
+        self.last_draw = Some(std::time::Instant::now());
+        eprint!("\r\x1b[2K{}", bar_line(&self.label, done, self.total));
+        let _ = std::io::Write::flush(&mut std::io::stderr());
+    }
+
+    /// Clears the line, so what is printed next starts clean.
+    pub fn finish(&mut self) {
+        if self.tty && self.last_draw.is_some() {
+            eprint!("\r\x1b[2K");
+            self.last_draw = None;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// `label [=========.........] done/total`
+fn bar_line(label: &str, done: u64, total: u64) -> String {
+    let width = 30u64;
+    let filled = (width * done.min(total) / total.max(1)) as usize;
+    format!(
+        "{label} [{}{}] {done}/{total}",
+        "=".repeat(filled),
+        ".".repeat(width as usize - filled)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar_line;
+
+    #[test]
+    fn bars_fill_in_proportion() {
+        assert_eq!(bar_line("x", 0, 10), format!("x [{}] 0/10", ".".repeat(30)));
+        assert_eq!(
+            bar_line("x", 5, 10),
+            format!("x [{}{}] 5/10", "=".repeat(15), ".".repeat(15))
+        );
+        assert_eq!(
+            bar_line("x", 12, 10),
+            format!("x [{}] 12/10", "=".repeat(30))
+        );
+        assert_eq!(bar_line("x", 0, 0), format!("x [{}] 0/0", ".".repeat(30)));
+    }
+}
