@@ -111,9 +111,10 @@ impl From<StoreError> for ApiError {
                 code: "trial_not_running",
                 message: e.to_string(),
             },
-            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
-                Self::Internal(e.to_string())
-            }
+            StoreError::Corrupt(_)
+            | StoreError::Database(_)
+            | StoreError::Migrate(_)
+            | StoreError::Batch(_) => Self::Internal(e.to_string()),
         }
     }
 }

@@ -14,6 +14,8 @@ pub enum StoreError {
     NotRunning { id: TrialId, state: TrialState },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Batch(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]

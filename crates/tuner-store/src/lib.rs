@@ -8,6 +8,7 @@
 //!
 //! Must not depend on the optimizer, the trainer, HTTP or wire types.
 
+mod batch;
 mod error;
 mod records;
 mod sqlite;

@@ -12,7 +12,7 @@ use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState, co
 
 use crate::{
     EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, Result, Store, StoreError,
-    StudyRecord, TrialCounts, TrialEvent, TrialRecord,
+    StudyRecord, TrialCounts, TrialEvent, TrialRecord, batch::Batcher,
 };
 
 /// The schema, from the workspace's `migrations/` folder, embedded at build time.
@@ -22,11 +22,13 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 ///
 /// Writes go through a single connection, so concurrent requests queue in the pool
 /// instead of racing for SQLite's write lock (whose busy handler sleeps); reads use
-/// their own connections, which WAL lets run beside the writer.
+/// their own connections, which WAL lets run beside the writer. The hot writes (a trial
+/// leased, a trial finished) are group-committed ([`crate::batch`]).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     pool: SqlitePool,
+    batch: Batcher,
 }
 
 const TRIAL_COLUMNS: &str = "id, study_id, number, state, params, value, metrics, worker, \
@@ -57,7 +59,12 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, pool })
+        let batch = Batcher::spawn(writer.clone());
+        Ok(Self {
+            writer,
+            pool,
+            batch,
+        })
     }
 
     pub async fn close(&self) {
@@ -67,34 +74,32 @@ impl SqliteStore {
 
     /// Explains why a lease-checked update touched no row.
     async fn lease_failure(&self, id: TrialId, token: &str, now: i64) -> StoreError {
-        let row =
-            sqlx::query("SELECT state, lease_token, lease_expires_at FROM trials WHERE id = ?")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await;
-        let row = match row {
-            Ok(Some(row)) => row,
-            Ok(None) => return StoreError::TrialNotFound(id),
-            Err(e) => return e.into(),
+        match self.get_trial(id).await {
+            Ok(current) => refusal(&current, token, now),
+            Err(e) => e,
+        }
+    }
+}
+
+/// Why a lease-checked update of `current` by the holder of `token` was refused.
+fn refusal(current: &TrialRecord, token: &str, now: i64) -> StoreError {
+    let id = current.id;
+    if current.state != TrialState::Running {
+        return StoreError::NotRunning {
+            id,
+            state: current.state,
         };
-        let state: String = row.get("state");
-        let state = match TrialState::from_str(&state) {
-            Ok(s) => s,
-            Err(e) => return StoreError::Corrupt(e.to_string()),
-        };
-        if state != TrialState::Running {
-            return StoreError::NotRunning { id, state };
-        }
-        let current: Option<String> = row.get("lease_token");
-        if current.as_deref() != Some(token) {
-            return StoreError::LeaseMismatch(id);
-        }
-        let expires: Option<i64> = row.get("lease_expires_at");
-        if expires.is_some_and(|e| e < now) {
-            return StoreError::LeaseExpired(id);
-        }
-        // The row changed between the update and this read (e.g. it just finished).
-        StoreError::NotRunning { id, state }
+    }
+    if current.lease_token.as_deref() != Some(token) {
+        return StoreError::LeaseMismatch(id);
+    }
+    if current.lease_expires_at.is_some_and(|e| e < now) {
+        return StoreError::LeaseExpired(id);
+    }
+    // The row changed between the update and this read (e.g. it just finished).
+    StoreError::NotRunning {
+        id,
+        state: current.state,
     }
 }
 
@@ -359,29 +364,38 @@ impl Store for SqliteStore {
         lease: &LeaseGrant,
     ) -> Result<TrialRecord> {
         // One statement, so the number is computed and taken atomically.
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO trials (study_id, number, state, params, config_key, worker, lease_token, \
                  lease_expires_at, attempts, created_at, started_at) \
              SELECT ?1, COALESCE(MAX(number) + 1, 0), 'running', ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7 \
              FROM trials WHERE study_id = ?1 \
              RETURNING {TRIAL_COLUMNS}"
-        ))
-        .bind(study.0)
-        .bind(to_json_text(params)?)
-        .bind(config_key(params))
-        .bind(&lease.worker)
-        .bind(&lease.token)
-        .bind(lease.expires_at)
-        .bind(lease.now)
-        .fetch_one(&self.writer)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
-                StoreError::StudyNotFound(study)
-            }
-            other => other.into(),
-        })?;
-        trial_from_row(&row)
+        );
+        let (params_text, key) = (to_json_text(params)?, config_key(params));
+        let lease = lease.clone();
+        self.batch
+            .write(Box::new(move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query(&sql)
+                        .bind(study.0)
+                        .bind(params_text)
+                        .bind(key)
+                        .bind(lease.worker)
+                        .bind(lease.token)
+                        .bind(lease.expires_at)
+                        .bind(lease.now)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(|e| match e {
+                            sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
+                                StoreError::StudyNotFound(study)
+                            }
+                            other => other.into(),
+                        })?;
+                    trial_from_row(&row)
+                })
+            }))
+            .await
     }
 
     async fn lease_pending_trial(
@@ -482,33 +496,54 @@ impl Store for SqliteStore {
         now: i64,
         finish: Finish,
     ) -> Result<TrialRecord> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE trials SET state = ?, value = ?, metrics = ?, failure_reason = ?, \
                  finished_at = ?, lease_expires_at = NULL \
              WHERE id = ? AND state = 'running' AND lease_token = ? AND lease_expires_at >= ? \
              RETURNING {TRIAL_COLUMNS}"
-        ))
-        .bind(finish.state.as_str())
-        .bind(finish.value)
-        .bind(finish.metrics.as_ref().map(to_json_text).transpose()?)
-        .bind(&finish.reason)
-        .bind(now)
-        .bind(trial.0)
-        .bind(token)
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await?;
-        let Some(row) = row else {
-            // A retried request (its first answer lost, e.g. to a server restart) finds
-            // the trial already finished the same way under the same lease: same answer.
-            // The token is kept on finished trials for this.
-            let current = self.get_trial(trial).await?;
-            if current.state == finish.state && current.lease_token.as_deref() == Some(token) {
-                return Ok(current);
-            }
-            return Err(self.lease_failure(trial, token, now).await);
-        };
-        let mut record = trial_from_row(&row)?;
+        );
+        let metrics = finish.metrics.as_ref().map(to_json_text).transpose()?;
+        let token = token.to_owned();
+        let mut record = self
+            .batch
+            .write(Box::new(move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query(&sql)
+                        .bind(finish.state.as_str())
+                        .bind(finish.value)
+                        .bind(metrics)
+                        .bind(&finish.reason)
+                        .bind(now)
+                        .bind(trial.0)
+                        .bind(&token)
+                        .bind(now)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    if let Some(row) = row {
+                        return trial_from_row(&row);
+                    }
+                    // Read on this connection: it sees writes of this batch not yet
+                    // committed (e.g. the first attempt of a retried request).
+                    let current =
+                        sqlx::query(&format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE id = ?"))
+                            .bind(trial.0)
+                            .fetch_optional(&mut *conn)
+                            .await?
+                            .ok_or(StoreError::TrialNotFound(trial))?;
+                    let current = trial_from_row(&current)?;
+                    // A retried request (its first answer lost, e.g. to a server
+                    // restart) finds the trial already finished the same way under the
+                    // same lease: same answer. The token is kept on finished trials for
+                    // this.
+                    if current.state == finish.state
+                        && current.lease_token.as_deref() == Some(token.as_str())
+                    {
+                        return Ok(current);
+                    }
+                    Err(refusal(&current, &token, now))
+                })
+            }))
+            .await?;
         // No report, no epochs: skip the read (the common case under load).
         if record.last_epoch.is_some() {
             record.epochs = self.epochs_of(trial).await?;

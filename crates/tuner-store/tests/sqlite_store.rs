@@ -478,3 +478,70 @@ async fn counts_follow_every_state_change() {
     );
     assert_eq!(counts.total(), 5);
 }
+
+/// Many finishes at once share commits: the ones refused (a wrong token, an unknown
+/// trial, a retry of a finished trial) get their own answers and disturb none of the
+/// others, and everything acknowledged is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_finishes_are_answered_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let study = store
+        .create_study(new_study(Direction::Maximize, 2), 0)
+        .await
+        .unwrap();
+    let mut trials = Vec::new();
+    for i in 0..60 {
+        let t = store
+            .insert_leased_trial(study.id, &params(i), &grant(&format!("t{i}"), 0, 1_000))
+            .await
+            .unwrap();
+        trials.push(t.id);
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in trials.iter().copied().enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every third trial is finished by a stranger first, then by its holder.
+            if i % 3 == 0 {
+                let stranger = store.finish_trial(id, "stranger", 10, completed(0.1)).await;
+                assert!(
+                    matches!(stranger, Err(StoreError::LeaseMismatch(_))),
+                    "{stranger:?}"
+                );
+            }
+            let done = store
+                .finish_trial(id, &format!("t{i}"), 10, completed(i as f64))
+                .await
+                .unwrap();
+            // The holder's retry gets the same answer.
+            let again = store
+                .finish_trial(id, &format!("t{i}"), 11, completed(i as f64))
+                .await
+                .unwrap();
+            assert_eq!(
+                (done.state, again.value),
+                (TrialState::Completed, Some(i as f64))
+            );
+        }));
+    }
+    let unknown = store
+        .finish_trial(TrialId(9_999), "t0", 10, completed(1.0))
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::TrialNotFound(_))),
+        "{unknown:?}"
+    );
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    let counts = reopened.trial_counts(study.id).await.unwrap();
+    assert_eq!((counts.completed, counts.running), (60, 0));
+    let trials = reopened.trial_summaries(study.id).await.unwrap();
+    assert!(trials.iter().all(|t| t.value == Some(t.number as f64)));
+}
