@@ -1284,3 +1284,120 @@ async fn the_openapi_document_matches_the_router() {
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&bytes).contains("no such route"));
 }
+
+/// Every route of the OpenAPI document but the public ones refuses a missing or wrong
+/// token with 401, and none of those refused requests changes anything.
+#[tokio::test]
+async fn every_guarded_route_refuses_a_bad_token_without_side_effects() {
+    let s = TestServer::with_config(ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let authed = |method: &str, uri: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, "Bearer s3cret")
+            .header(header::CONTENT_TYPE, "application/yaml")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let study = s.send(authed("POST", "/studies", &space(5, 2, ""))).await;
+    let id = study.body["id"].as_i64().unwrap();
+    let asked = s
+        .send(authed("POST", &format!("/studies/{id}/ask"), "{}"))
+        .await;
+    let trial = asked.body["trial"]["id"].as_i64().unwrap();
+    let token = asked.body["lease"]["token"].as_str().unwrap().to_owned();
+    let snapshot = |s: &TestServer| {
+        let study = s
+            .router
+            .clone()
+            .oneshot(authed("GET", &format!("/studies/{id}"), ""));
+        let trials = s
+            .router
+            .clone()
+            .oneshot(authed("GET", &format!("/studies/{id}/trials"), ""));
+        let studies = s.router.clone().oneshot(authed("GET", "/studies", ""));
+        async move {
+            let mut out = Vec::new();
+            for resp in [study.await, trials.await, studies.await] {
+                let bytes = resp
+                    .unwrap()
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+                // Reading a study is no change; its clock may tick.
+                redact_updated(&mut v);
+                out.push(v);
+            }
+            out
+        }
+    };
+    let before = snapshot(&s).await;
+
+    let (_, _, text) = raw_get(&s, "/openapi.json").await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let public = ["/", "/assets/{name}", "/health", "/openapi.json"];
+    let mut guarded = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if public.contains(&path.as_str()) {
+            continue;
+        }
+        for method in item.as_object().unwrap().keys() {
+            let uri = path.replace(
+                "{id}",
+                &if path.starts_with("/trials") {
+                    trial
+                } else {
+                    id
+                }
+                .to_string(),
+            );
+            let body =
+                json!({"lease_token": token, "epoch": 1, "value": 0.5, "reason": "x"}).to_string();
+            for auth in [None, Some("Bearer s3cre"), Some("s3cret"), Some("Bearer ")] {
+                let mut req = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&uri)
+                    .header(header::CONTENT_TYPE, "application/json");
+                if let Some(auth) = auth {
+                    req = req.header(header::AUTHORIZATION, auth);
+                }
+                let a = s.send(req.body(Body::from(body.clone())).unwrap()).await;
+                assert_error(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+            }
+            guarded += 1;
+        }
+    }
+    assert_eq!(guarded, 18, "every route but the four public ones");
+    assert_eq!(
+        snapshot(&s).await,
+        before,
+        "refused requests changed nothing"
+    );
+    // The lease is still good for its holder.
+    let ok = s
+        .send(authed(
+            "POST",
+            &format!("/trials/{trial}/complete"),
+            &json!({"lease_token": token, "value": 0.5}).to_string(),
+        ))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+}
+
+fn redact_updated(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("updated_at");
+            m.values_mut().for_each(redact_updated);
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_updated),
+        _ => {}
+    }
+}
