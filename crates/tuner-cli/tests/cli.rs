@@ -1257,3 +1257,75 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+/// A study with thousands of trials: the history draws every point, parallel
+/// coordinates the best 1,000 one by one and the rest as one layer, the table one
+/// page of 50 at a time, and paging and sorting work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_pages_and_sorts_a_large_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("big.db"), &[]);
+    let client = server.client();
+    let study = client
+        .create_study(&space(2_500, 16), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let workers: Vec<_> = (0..16)
+        .map(|i| tokio::spawn(worker(client.clone(), study.id, format!("w{i}"))))
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let browser = Browser::start().await;
+    browser
+        .open(&format!("{}/#/studies/{}", server.url, study.id))
+        .await;
+    browser.wait_ready("study").await;
+    let counts = browser
+        .eval(
+            "const n = s => document.querySelectorAll(s).length;
+             return {
+               points: n('#history svg circle.point'),
+               lines: n('#parallel svg path.pc-line'),
+               rest: n('#parallel svg path.pc-rest'),
+               rows: n('#trials tbody tr'),
+               page: document.querySelector('#trials .page-indicator').textContent,
+             };",
+        )
+        .await;
+    assert_eq!(counts["points"], 2_500, "{counts}");
+    assert_eq!(
+        (counts["lines"].clone(), counts["rest"].clone()),
+        (1_000.into(), 1.into()),
+        "{counts}"
+    );
+    assert_eq!(counts["rows"], 50, "{counts}");
+    assert_eq!(counts["page"], "Page 1 of 50", "{counts}");
+
+    let next = browser
+        .eval(
+            "document.querySelector('#trials .pager-bottom .next').click();
+             return [document.querySelector('#trials .page-indicator').textContent,
+                     document.querySelector('#trials tbody tr td').textContent.replace(/\\D/g, '')];",
+        )
+        .await;
+    assert_eq!(next, serde_json::json!(["Page 2 of 50", "50"]));
+
+    let best = client.best(study.id).await.unwrap().trial.number;
+    let first = browser
+        .eval(
+            "[...document.querySelectorAll('#trials thead th')]
+                 .find(h => /objective value/.test(h.title)).click();
+             return [document.querySelector('#trials .page-indicator').textContent,
+                     document.querySelector('#trials tbody tr td').textContent];",
+        )
+        .await;
+    assert_eq!(
+        first[0], "Page 1 of 50",
+        "sorting goes back to the first page"
+    );
+    assert!(
+        first[1].as_str().unwrap().contains(&best.to_string()),
+        "best trial {best} first: {first}"
+    );
+}
