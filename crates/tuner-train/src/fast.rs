@@ -142,8 +142,15 @@ fn bias_act(z: Tensor, bias: &Tensor, act: Act) -> Result<Activated> {
                 par_rows(z, c, |z| match p {
                     PointAct::Identity => rows(z, &bias, |v| v),
                     PointAct::Relu => rows(z, &bias, |v| v.max(0.0)),
-                    PointAct::Tanh => rows(z, &bias, f32::tanh),
-                    _ => rows(z, &bias, |v| p.apply(v)),
+                    PointAct::Tanh => rows(z, &bias, crate::ops::tanh_f32),
+                    PointAct::Elu => rows(z, &bias, |v| {
+                        // Both sides computed, then picked: the loop stays branch-free.
+                        let negative = crate::ops::exp_m1_nonpositive_f32(v.min(0.0));
+                        if v > 0.0 { v } else { negative }
+                    }),
+                    PointAct::LeakyRelu(slope) => {
+                        rows(z, &bias, |v| if v > 0.0 { v } else { v * slope })
+                    }
                 })
             })?;
             Ok(Activated { y: z, pre: None })
@@ -192,7 +199,11 @@ fn bias_act_backward(grad: &Tensor, out: &Activated, act: Act, c: usize) -> Resu
                 db = par_rows_sum(g, y, c, |g, y, db| match p {
                     PointAct::Relu => rows(g, y, db, |y| if y > 0.0 { 1.0 } else { 0.0 }),
                     PointAct::Tanh => rows(g, y, db, |y| 1.0 - y * y),
-                    _ => rows(g, y, db, |y| p.derivative_from_output(y)),
+                    PointAct::Elu => rows(g, y, db, |y| if y > 0.0 { 1.0 } else { y + 1.0 }),
+                    PointAct::LeakyRelu(slope) => {
+                        rows(g, y, db, |y| if y > 0.0 { 1.0 } else { slope })
+                    }
+                    PointAct::Identity => rows(g, y, db, |_| 1.0),
                 });
             })?;
         }

@@ -147,12 +147,80 @@ pub(crate) enum PointAct {
     Elu,
 }
 
+/// `e^u` for `u <= 0`, in `f64`, with straight-line arithmetic that vectorizes (libm's
+/// `exp` is a call per element). Range reduction `u = k ln 2 + r`, `|r| <= ln 2 / 2`,
+/// then Taylor to `r^11` (relative error below 1e-14) scaled by `2^k` built from bits.
+/// Below -700 it returns 0 rather than a denormal.
+#[inline(always)]
+fn exp_nonpositive(u: f64) -> f64 {
+    // Adding and subtracting 1.5 * 2^52 rounds to the nearest integer, and leaves that
+    // integer in the low bits of the sum: no float-to-int conversion needed.
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    let u = u.max(-700.0);
+    let shifted = u * std::f64::consts::LOG2_E + ROUND;
+    let k = shifted - ROUND;
+    let r = u - k * std::f64::consts::LN_2;
+    let mut p = 1.0 / 39_916_800.0; // 1/11!
+    for inv_factorial in [
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + inv_factorial;
+    }
+    // k is in [-1010, 0]: 2^k is a normal f64 with exponent field k + 1023.
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_k = f64::from_bits(k_bits.wrapping_add(1023) << 52);
+    p * two_k
+}
+
+/// `tanh` of an `f32`, correct to about one ulp, several times faster than `f32::tanh`
+/// in the training loops because it vectorizes: `(1 - t) / (1 + t)` with
+/// `t = e^(-2|x|)` in `f64` (where `1 - t` loses nothing that matters for `f32`), and
+/// the series near 0.
+#[inline(always)]
+pub(crate) fn tanh_f32(x: f32) -> f32 {
+    let a = f64::from(x).abs().min(20.0); // tanh(20) rounds to 1 in f32
+    let t = exp_nonpositive(-2.0 * a);
+    let far = (1.0 - t) / (1.0 + t);
+    let a2 = a * a;
+    let near = a * (1.0 - a2 * (1.0 / 3.0 - a2 * (2.0 / 15.0)));
+    let y = if a < 1e-3 { near } else { far };
+    // NaN must stay NaN (`min` above would turn it into 1): a diverged trial is
+    // detected by its loss.
+    if x.is_nan() {
+        x
+    } else {
+        (y as f32).copysign(x)
+    }
+}
+
+/// `e^z - 1` for `z <= 0` (ELU's negative side), through the same `exp`.
+#[inline(always)]
+pub(crate) fn exp_m1_nonpositive_f32(z: f32) -> f32 {
+    let z = f64::from(z);
+    let y = if z > -1e-5 {
+        z * (1.0 + z * (0.5 + z / 6.0))
+    } else {
+        exp_nonpositive(z) - 1.0
+    };
+    if z.is_nan() { f32::NAN } else { y as f32 }
+}
+
 impl PointAct {
     pub(crate) fn apply(self, z: f32) -> f32 {
         match self {
             Self::Identity => z,
             Self::Relu => z.max(0.0),
-            Self::Tanh => z.tanh(),
+            Self::Tanh => tanh_f32(z),
             Self::LeakyRelu(slope) => {
                 if z > 0.0 {
                     z
@@ -164,7 +232,7 @@ impl PointAct {
                 if z > 0.0 {
                     z
                 } else {
-                    z.exp_m1()
+                    exp_m1_nonpositive_f32(z)
                 }
             }
         }
@@ -289,6 +357,36 @@ impl CustomOp1 for ColumnSum {
 
 #[cfg(test)]
 mod tests {
+    /// Against `f64` libm over a dense sweep of `f32` inputs: within 2 ulp (in `f32`
+    /// terms, relative to the true value) everywhere.
+    #[test]
+    fn fast_tanh_and_expm1_match_libm() {
+        let mut x = 1e-9f32;
+        let mut worst = (0.0f64, 0.0f32);
+        while x < 25.0 {
+            for v in [x, -x] {
+                let exact = f64::from(v).tanh();
+                let got = f64::from(super::tanh_f32(v));
+                let err = (got - exact).abs() / (exact.abs() * f64::from(f32::EPSILON));
+                if err > worst.0 {
+                    worst = (err, v);
+                }
+                let exact = f64::from(-v.abs()).exp_m1();
+                let got = f64::from(super::exp_m1_nonpositive_f32(-v.abs()));
+                let err = (got - exact).abs() / (exact.abs() * f64::from(f32::EPSILON));
+                assert!(err <= 1.0, "expm1({}) = {got}, exact {exact}", -v.abs());
+            }
+            x *= 1.0001;
+        }
+        assert!(worst.0 <= 1.0, "tanh off by {} ulp at {}", worst.0, worst.1);
+        assert_eq!(super::tanh_f32(0.0), 0.0);
+        assert_eq!(super::tanh_f32(1e4), 1.0);
+        assert_eq!(super::tanh_f32(-1e4), -1.0);
+        assert_eq!(super::exp_m1_nonpositive_f32(-1e4), -1.0);
+        assert!(super::tanh_f32(f32::NAN).is_nan());
+        assert!(super::exp_m1_nonpositive_f32(f32::NAN).is_nan());
+    }
+
     use super::*;
     use candle_core::{Device, Var};
 
