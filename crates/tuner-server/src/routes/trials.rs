@@ -1,10 +1,11 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
+    extract::{FromRequest, FromRequestParts, Path, Request, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tuner_api::{
     AskAnyRequest, AskRequest, AskResponse, CompleteRequest, ErrorBody, FailRequest,
@@ -49,6 +50,58 @@ fn lease_token(headers: &HeaderMap, body_token: Option<String>) -> Result<String
                 )],
             )
         })
+}
+
+/// A request body that may carry the lease token.
+pub(crate) trait CarriesLeaseToken {
+    fn take_lease_token(&mut self) -> Option<String>;
+}
+
+macro_rules! carries_lease_token {
+    ($($t:ty),*) => {$(
+        impl CarriesLeaseToken for $t {
+            fn take_lease_token(&mut self) -> Option<String> {
+                self.lease_token.take()
+            }
+        }
+    )*};
+}
+
+carries_lease_token!(
+    HeartbeatRequest,
+    ReportRequest,
+    CompleteRequest,
+    FailRequest,
+    ReleaseRequest
+);
+
+/// What every lease holder's request (`/trials/{id}/heartbeat`, `report`, `complete`,
+/// `fail`, `release`) starts with: the trial id from the path, the parsed body, and the
+/// lease token from the body or the `X-Lease-Token` header — checked in that order.
+pub(crate) struct LeaseCall<T> {
+    id: TrialId,
+    token: String,
+    body: T,
+}
+
+impl<T> FromRequest<AppState> for LeaseCall<T>
+where
+    T: DeserializeOwned + CarriesLeaseToken + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let Path(raw) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| ApiError::NotFound(e.body_text()))?;
+        let id = trial_id(&raw)?;
+        let headers = parts.headers.clone();
+        let bytes = Bytes::from_request(Request::from_parts(parts, body), state).await;
+        let mut body: T = parse_json(&body_bytes(state, bytes)?)?;
+        let token = lease_token(&headers, body.take_lease_token())?;
+        Ok(Self { id, token, body })
+    }
 }
 
 fn lease_expiry(state: &AppState, now: i64) -> i64 {
@@ -171,13 +224,8 @@ pub async fn get_trial(
 )]
 pub async fn heartbeat(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LeaseCall { id, token, .. }: LeaseCall<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let id = trial_id(&id)?;
-    let req: HeartbeatRequest = parse_json(&body_bytes(&state, body)?)?;
-    let token = lease_token(&headers, req.lease_token)?;
     let now = views::now_ms();
     let expires_at = lease_expiry(&state, now);
     state.store().heartbeat(id, &token, now, expires_at).await?;
@@ -228,13 +276,12 @@ fn objective_value(
 )]
 pub async fn report(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LeaseCall {
+        id,
+        token,
+        body: req,
+    }: LeaseCall<ReportRequest>,
 ) -> Result<Json<ReportResponse>, ApiError> {
-    let id = trial_id(&id)?;
-    let req: ReportRequest = parse_json(&body_bytes(&state, body)?)?;
-    let token = lease_token(&headers, req.lease_token)?;
     let spec = scheduler::spec_of_trial(&state, id).await?;
     let value = objective_value(req.value, &req.metrics, &spec.objective.metric)?;
     let now = views::now_ms();
@@ -275,13 +322,12 @@ pub async fn report(
 )]
 pub async fn complete_trial(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LeaseCall {
+        id,
+        token,
+        body: req,
+    }: LeaseCall<CompleteRequest>,
 ) -> Result<Json<Trial>, ApiError> {
-    let id = trial_id(&id)?;
-    let req: CompleteRequest = parse_json(&body_bytes(&state, body)?)?;
-    let token = lease_token(&headers, req.lease_token)?;
     let spec = scheduler::spec_of_trial(&state, id).await?;
     let metric = &spec.objective.metric;
     let value = objective_value(req.value, &req.metrics, metric)?.ok_or_else(|| {
@@ -323,13 +369,12 @@ pub async fn complete_trial(
 )]
 pub async fn fail_trial(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LeaseCall {
+        id,
+        token,
+        body: req,
+    }: LeaseCall<FailRequest>,
 ) -> Result<Json<Trial>, ApiError> {
-    let id = trial_id(&id)?;
-    let req: FailRequest = parse_json(&body_bytes(&state, body)?)?;
-    let token = lease_token(&headers, req.lease_token)?;
     let reason = req.reason.trim();
     if reason.is_empty() {
         return Err(ApiError::invalid(
@@ -382,13 +427,8 @@ async fn finish(
 )]
 pub async fn release_trial(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LeaseCall { id, token, .. }: LeaseCall<ReleaseRequest>,
 ) -> Result<Json<Trial>, ApiError> {
-    let id = trial_id(&id)?;
-    let req: ReleaseRequest = parse_json(&body_bytes(&state, body)?)?;
-    let token = lease_token(&headers, req.lease_token)?;
     let trial = state
         .store()
         .release_trial(id, &token, views::now_ms())
