@@ -26,8 +26,6 @@
   const PC_MAX_LINES = 1000;
   /** Refetch the importance at most this often while a study runs. */
   const IMPORTANCE_EVERY_MS = 10000;
-  /** Stop, pause and resume are not trial events: the study is polled this often while live. */
-  const STUDY_POLL_MS = 5000;
   const FINAL_STATES = new Set(['completed', 'pruned', 'failed']);
   const TRIAL_STATES = ['pending', 'running', 'completed', 'pruned', 'failed'];
   const PALETTE = [
@@ -1070,16 +1068,6 @@
       // Reconnects resume with Last-Event-ID, which the server prefers over `after`.
       const url = `/studies/${this.id}/trials?after=now`;
       let lost = false;
-      const poll = setInterval(async () => {
-        if (!this.alive || !this.live) return;
-        try {
-          const st = await api(`/studies/${this.id}`, this.ctrl.signal);
-          if (this.alive && this.study && (st.state !== this.study.state || st.state_reason !== this.study.state_reason)) {
-            this.study = Object.assign({}, this.study, st);
-            this.renderHead();
-          }
-        } catch (_) { /* outages show through the event stream */ }
-      }, STUDY_POLL_MS);
       try {
         await followEvents(url, this.ctrl.signal, (name, data) => this.onEvent(name, data), (st) => {
           if (!this.alive) return;
@@ -1095,8 +1083,6 @@
         if (!this.alive || isAbort(e)) return;
         report(e);
         setLive(null);
-      } finally {
-        clearInterval(poll);
       }
     }
 
@@ -1116,6 +1102,17 @@
         return;
       }
       if (name === 'error') return;
+      if (name === 'study') {
+        // Stop, pause or resume: the study itself changed, its trials did not.
+        try {
+          const st = JSON.parse(data);
+          if (st && st.id != null && this.study) {
+            this.study = Object.assign({}, this.study, st, { spec: this.study.spec });
+            this.renderHead();
+          }
+        } catch (_) { /* not a study */ }
+        return;
+      }
       this.requestRefresh();
     }
 

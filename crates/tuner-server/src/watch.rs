@@ -21,6 +21,9 @@ struct Cursor {
     buffer: VecDeque<Event>,
     /// The study has ended: read what is left of the log, then send `end`.
     ending: bool,
+    /// The study's state when last looked at: a change (stop, pause, resume) is sent as
+    /// a `study` event, since the log holds trial events only.
+    study_state: Option<tuner_core::StudyState>,
     done: bool,
 }
 
@@ -35,6 +38,7 @@ pub fn event_stream(
         last: after,
         buffer: VecDeque::new(),
         ending: false,
+        study_state: None,
         done: false,
     };
     let events = stream::unfold(cursor, |mut c| async move {
@@ -105,6 +109,18 @@ impl Cursor {
         match store.get_study(self.study).await {
             Err(_) => self.finish(Event::default().event("end").data("{\"deleted\": true}")),
             Ok(record) => {
+                if self.study_state.is_some_and(|seen| seen != record.state)
+                    && let Ok(study) =
+                        crate::routes::studies::study_view(&self.state, self.study, false).await
+                {
+                    self.buffer.push_back(
+                        Event::default()
+                            .event("study")
+                            .json_data(study)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable study")),
+                    );
+                }
+                self.study_state = Some(record.state);
                 let settled = !record.state.is_active()
                     && store
                         .trial_counts(self.study)

@@ -1401,3 +1401,78 @@ fn redact_updated(v: &mut Value) {
         _ => {}
     }
 }
+
+/// Stop, pause and resume are not trial events, yet a live stream says them: a
+/// `study` event with the study, then `end` once nothing runs any more.
+#[tokio::test]
+async fn live_streams_announce_study_state_changes() {
+    let s = TestServer::new().await;
+    let id = s.create(&space(3, 1, "")).await;
+    let (trial, token) = s.ask(id).await.unwrap();
+    let resp = s
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/studies/{id}/trials?after=now"))
+                .header(header::ACCEPT, "text/event-stream")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let steer = {
+        let s = s.router.clone();
+        async move {
+            for action in ["pause", "resume", "stop"] {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let resp = s
+                    .clone()
+                    .oneshot(
+                        Request::post(format!("/studies/{id}/{action}"))
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::OK, "{action}");
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    };
+    let read = async {
+        let mut text = String::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(std::str::from_utf8(&data).unwrap());
+            }
+            if text.contains("event: end") {
+                break;
+            }
+        }
+        text
+    };
+    let complete_after_steering = async {
+        steer.await;
+        s.complete(trial, &token, 0.5).await
+    };
+    let (text, completed) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(read, complete_after_steering)
+    })
+    .await
+    .expect("the stream ends once the stopped study's last trial finishes");
+    assert_eq!(completed.status, StatusCode::OK);
+    let events = sse_events(&text);
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["study", "study", "study", "completed", "end"],
+        "{text}"
+    );
+    let states: Vec<&str> = events[..3]
+        .iter()
+        .map(|e| e.2["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["paused", "running", "stopped"]);
+    assert_eq!(events[0].0, None, "study events are not in the log: no id");
+}

@@ -229,7 +229,7 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
     summary = "A study's trials (JSON), or a live stream of trial events with `Accept: text/event-stream`",
     params(("id" = i64, Path, description = "The study id"), TrialFilter, ("Last-Event-ID" = Option<i64>, Header, description = "Event stream only: resume after this event")),
     responses(
-        (status = 200, description = "The trials, or (event stream) one SSE event per trial event: name = kind, id = event id, data = TrialEvent; an `end` event carries the final Study", content((TrialList = "application/json"), (TrialEvent = "text/event-stream"))),
+        (status = 200, description = "The trials, or (event stream) one SSE event per trial event: name = kind, id = event id, data = TrialEvent; a `study` event (no id) carries the Study when it is stopped, paused or resumed; an `end` event carries the final Study", content((TrialList = "application/json"), (TrialEvent = "text/event-stream"))),
         StudyRefusals,
         (status = 422, description = "Malformed request; `details` names each problem", body = ErrorBody)
     )
