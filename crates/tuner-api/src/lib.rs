@@ -148,6 +148,10 @@ pub struct TrialList {
     /// How many trials matched the filter, before `limit`/`offset` cut a page out.
     #[serde(default)]
     pub total: u64,
+    /// The study's latest trial event when the list was read: pass it back as
+    /// `changed_after` to get only the trials that changed since.
+    #[serde(default)]
+    pub last_event_id: i64,
 }
 
 /// The query of `GET /studies/{id}/trials`; every field is optional.
@@ -162,6 +166,8 @@ pub struct TrialQuery {
     pub offset: Option<usize>,
     /// Leave out metrics and per-epoch history.
     pub summary: bool,
+    /// Only trials with an event after this one (see [`TrialList::last_event_id`]).
+    pub changed_after: Option<i64>,
 }
 
 impl TrialQuery {
@@ -185,6 +191,9 @@ impl TrialQuery {
         }
         if self.summary {
             parts.push("view=summary".to_owned());
+        }
+        if let Some(e) = self.changed_after {
+            parts.push(format!("changed_after={e}"));
         }
         if parts.is_empty() {
             String::new()

@@ -501,7 +501,7 @@ async fn run(cli: Cli) -> Result<()> {
                 descending: desc,
                 limit,
                 offset,
-                summary: false,
+                ..tuner_api::TrialQuery::default()
             };
             let list = client.list_trials_where(id, &query).await?;
             if json {

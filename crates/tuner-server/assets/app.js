@@ -987,14 +987,25 @@
     async refresh(first) {
       const t0 = performance.now();
       const signal = this.ctrl.signal;
+      // After the first load only what changed since the last answer comes back
+      // (`changed_after`): a refresh of a 10,000-trial study moves a few trials, not all.
+      const since = first || this.lastEventId == null ? null : this.lastEventId;
       const [study, list] = await Promise.all([
         first ? Promise.resolve(this.study) : api(`/studies/${this.id}`, signal),
-        api(`/studies/${this.id}/trials?view=summary`, signal),
+        api(`/studies/${this.id}/trials?view=summary` + (since == null ? '' : `&changed_after=${since}`), signal),
       ]);
       if (!this.alive) return;
       const spec = this.study && this.study.spec;
       this.study = Object.assign({}, study, { spec: study.spec || spec });
-      this.setTrials((list && list.trials) || []);
+      const fetched = (list && list.trials) || [];
+      if (since == null) {
+        this.setTrials(fetched);
+      } else if (fetched.length) {
+        const merged = new Map(this.trials.map((t) => [t.id, t]));
+        for (const t of fetched) merged.set(t.id, t);
+        this.setTrials([...merged.values()].sort((a, b) => a.number - b.number));
+      }
+      if (list && Number.isFinite(list.last_event_id)) this.lastEventId = list.last_event_id;
 
       const jobs = [];
       const bestId = this.study.best ? this.study.best.trial_id : null;

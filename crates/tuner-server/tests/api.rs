@@ -1066,7 +1066,41 @@ async fn trial_lists_filter_sort_page_and_summarize() {
         (json!(0.5), json!(1))
     );
 
-    for bad in ["sort=bogus", "order=up", "view=tiny", "limit=-1", "page=2"] {
+    // What changed since a list: only the trials touched after its last event.
+    let mark = all.body["last_event_id"].as_i64().unwrap();
+    assert!(mark > 0);
+    let nothing = s.get(&format!("{path}?changed_after={mark}")).await;
+    assert_eq!(
+        (
+            nothing.body["total"].clone(),
+            nothing.body["last_event_id"].clone()
+        ),
+        (json!(0), json!(mark))
+    );
+    let (sixth, sixth_token) = &leased[5];
+    assert_eq!(
+        s.complete(*sixth, sixth_token, 0.2).await.status,
+        StatusCode::OK
+    );
+    let changed = s
+        .get(&format!("{path}?changed_after={mark}&view=summary"))
+        .await;
+    assert_eq!(numbers(&changed), [5]);
+    assert_eq!(changed.body["trials"][0]["state"], "completed");
+    assert!(changed.body["last_event_id"].as_i64().unwrap() > mark);
+    let from_start = s
+        .get(&format!("{path}?changed_after=0&state=running"))
+        .await;
+    assert_eq!(numbers(&from_start), [6]);
+
+    for bad in [
+        "sort=bogus",
+        "order=up",
+        "view=tiny",
+        "limit=-1",
+        "page=2",
+        "changed_after=x",
+    ] {
         assert_error(
             &s.get(&format!("{path}?{bad}")).await,
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -653,6 +653,19 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn trials_changed_after(&self, study: StudyId, after: i64) -> Result<Vec<TrialId>> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT DISTINCT trial_id FROM trial_events WHERE study_id = ? AND id > ?",
+        )
+        .bind(study.0)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(TrialId)
+        .collect())
+    }
+
     async fn last_event_id(&self, study: StudyId) -> Result<i64> {
         Ok(sqlx::query_scalar::<_, Option<i64>>(
             "SELECT MAX(id) FROM trial_events WHERE study_id = ?",

@@ -207,6 +207,9 @@ pub struct TrialFilter {
     /// Event stream only: start after this event id, or `now` to skip the events so
     /// far. A `Last-Event-ID` header (a reconnect) takes precedence.
     after: Option<String>,
+    /// Only trials with an event after this event id: pass the `last_event_id` of the
+    /// previous answer to get what changed since.
+    changed_after: Option<i64>,
 }
 
 fn bad_query(path: &str, message: String) -> ApiError {
@@ -318,8 +321,24 @@ async fn list_trial_json(
         }
     };
     let id = study_id(&id)?;
+    // Read before the trials: a change committed in between is in this answer or in
+    // the next `changed_after` one, never in neither.
+    let last_event_id = state.store().last_event_id(id).await?;
     let mut trials = state.store().trial_summaries(id).await?;
-    trials.retain(|t| wanted.is_none_or(|w| t.state == w));
+    let changed: Option<std::collections::HashSet<_>> = match filter.changed_after {
+        Some(after) => Some(
+            state
+                .store()
+                .trials_changed_after(id, after)
+                .await?
+                .into_iter()
+                .collect(),
+        ),
+        None => None,
+    };
+    trials.retain(|t| {
+        wanted.is_none_or(|w| t.state == w) && changed.as_ref().is_none_or(|c| c.contains(&t.id))
+    });
     // Stable sorts on (key, number): equal keys stay in trial order.
     trials.sort_by(|a, b| match (sort_key(a), sort_key(b)) {
         (Some(x), Some(y)) => {
@@ -350,6 +369,7 @@ async fn list_trial_json(
     Ok(Json(TrialList {
         trials: page.iter().map(views::trial).collect(),
         total,
+        last_event_id,
     }))
 }
 
