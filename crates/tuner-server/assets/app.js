@@ -1074,10 +1074,10 @@
 
     async follow() {
       this.live = true;
-      // Only what happens from now on: the page has just loaded the trials themselves,
-      // and replaying a long study's whole log (6 events a trial) would be wasted.
+      // From the event the loaded trial list is current to (or from now): replaying a
+      // long study's whole log would be wasted, and nothing in between is missed.
       // Reconnects resume with Last-Event-ID, which the server prefers over `after`.
-      const url = `/studies/${this.id}/trials?after=now`;
+      const url = `/studies/${this.id}/trials?after=${this.lastEventId == null ? 'now' : this.lastEventId}`;
       let lost = false;
       try {
         await followEvents(url, this.ctrl.signal, (name, data) => this.onEvent(name, data), (st) => {
@@ -1097,31 +1097,30 @@
       }
     }
 
+    /** Takes the study an `end` or `study` event carries (its data) into the header. */
+    applyStudyEvent(data) {
+      try {
+        const st = JSON.parse(data);
+        if (st && st.id != null && this.study) {
+          this.study = Object.assign({}, this.study, st, { spec: this.study.spec });
+          this.renderHead();
+        }
+      } catch (_) { /* not a study */ }
+    }
+
     onEvent(name, data) {
       if (!this.alive) return;
       if (name === 'end') {
         this.ended = true;
         this.live = false;
-        try {
-          const st = JSON.parse(data);
-          if (st && st.id != null && this.study) {
-            this.study = Object.assign({}, this.study, st, { spec: this.study.spec });
-            this.renderHead();
-          }
-        } catch (_) { /* not a study */ }
+        this.applyStudyEvent(data);
         this.requestRefresh();
         return;
       }
       if (name === 'error') return;
       if (name === 'study') {
         // Stop, pause or resume: the study itself changed, its trials did not.
-        try {
-          const st = JSON.parse(data);
-          if (st && st.id != null && this.study) {
-            this.study = Object.assign({}, this.study, st, { spec: this.study.spec });
-            this.renderHead();
-          }
-        } catch (_) { /* not a study */ }
+        this.applyStudyEvent(data);
         return;
       }
       this.requestRefresh();

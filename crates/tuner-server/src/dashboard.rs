@@ -6,6 +6,7 @@
 //! token itself.
 
 use axum::{
+    body::Body,
     extract::Path,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -48,10 +49,11 @@ fn serve(name: &str) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no dashboard asset `{name}`")))?;
     // For work on the dashboard itself: read the files from a folder on every request
     // instead of the copies compiled in, so edits show without a rebuild.
-    let body = match std::env::var_os("TUNER_DASHBOARD_DIR") {
+    let body: Body = match std::env::var_os("TUNER_DASHBOARD_DIR") {
         Some(dir) => std::fs::read_to_string(std::path::Path::new(&dir).join(asset.name))
-            .map_err(|e| ApiError::NotFound(format!("TUNER_DASHBOARD_DIR: {}: {e}", asset.name)))?,
-        None => asset.body.to_owned(),
+            .map_err(|e| ApiError::NotFound(format!("TUNER_DASHBOARD_DIR: {}: {e}", asset.name)))?
+            .into(),
+        None => asset.body.into(),
     };
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();

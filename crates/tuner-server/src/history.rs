@@ -7,8 +7,11 @@
 //! never overwrite a newer outcome with an older one.
 //!
 //! It also counts the study's trials by state, so `ask` and `settle` check budget and
-//! parallelism without a query. Counts can only lag the database by changes
-//! committed but not yet applied, and those only make `ask` wait a moment longer.
+//! parallelism without a query. Every change is applied right after its commit, by
+//! handlers that run to completion even if their client leaves (see the router), and
+//! the reaper and `ask` take turns (`reaping`), so a re-lease is never overwritten by
+//! the older re-queue. Between a commit and its application the counts lag, which at
+//! most makes an `ask` wait a moment longer.
 
 use std::{
     collections::{HashMap, HashSet},

@@ -75,8 +75,11 @@ struct Inner {
     /// `lease_expires_at` of running trials, so `ask` reaps only when one may be due.
     /// Starts at the minimum: a restarted server reaps on its first ask.
     next_expiry: AtomicI64,
-    /// One reap at a time; a caller that finds one running does not wait for it.
-    reaping: tokio::sync::Mutex<()>,
+    /// A reap holds it for writing, an ask for reading from its count check to its
+    /// record of the lease: an ask cannot re-lease a trial between the reaper's commit
+    /// and the reaper's update of the in-memory history (which would then overwrite
+    /// the newer "running" with its older "pending").
+    reaping: tokio::sync::RwLock<()>,
 }
 
 /// A cached study record and a generation counter: a load that started before the
@@ -98,7 +101,7 @@ impl AppState {
                 histories: history::Histories::default(),
                 studies: Mutex::default(),
                 next_expiry: AtomicI64::new(i64::MIN),
-                reaping: tokio::sync::Mutex::new(()),
+                reaping: tokio::sync::RwLock::new(()),
             }),
         }
     }

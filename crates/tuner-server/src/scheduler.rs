@@ -113,6 +113,7 @@ pub async fn ask(
     if state.lease_may_have_expired(views::now_ms()) {
         reap_once(state).await?;
     }
+    let _no_reap_meanwhile = state.inner.reaping.read().await;
     let record = state.study(id).await?;
     match record.state {
         StudyState::Running => {}
@@ -266,12 +267,10 @@ pub async fn after_finish(state: &AppState, trial: &TrialRecord) -> Result<(), A
     settle(state, trial.study_id, trial.state == TrialState::Failed).await
 }
 
-/// Takes back expired leases and settles the studies they belong to, unless another
-/// reap is under way.
+/// Takes back expired leases and settles the studies they belong to; waits for asks in
+/// progress to finish first.
 pub async fn reap_once(state: &AppState) -> Result<(), ApiError> {
-    let Ok(_reaping) = state.inner.reaping.try_lock() else {
-        return Ok(());
-    };
+    let _reaping = state.inner.reaping.write().await;
     let next_expiry = &state.inner.next_expiry;
     // Raised before looking, so a lease committed after the look still lowers it.
     next_expiry.store(i64::MAX, Ordering::SeqCst);

@@ -1436,6 +1436,22 @@ fn redact_updated(v: &mut Value) {
     }
 }
 
+/// Reads stream chunks into `text` until `pattern` occurs `count` times.
+async fn wait_for(
+    text: &mut String,
+    received: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    pattern: &str,
+    count: usize,
+) {
+    while text.matches(pattern).count() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), received.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no `{pattern}` #{count} in: {text}"))
+            .expect("the stream is open");
+        text.push_str(&chunk);
+    }
+}
+
 /// Stop, pause and resume are not trial events, yet a live stream says them: a
 /// `study` event with the study, then `end` once nothing runs any more.
 #[tokio::test]
@@ -1454,47 +1470,31 @@ async fn live_streams_announce_study_state_changes() {
         )
         .await
         .unwrap();
-    let mut body = resp.into_body();
-    let steer = {
-        let s = s.router.clone();
-        async move {
-            for action in ["pause", "resume", "stop"] {
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                let resp = s
-                    .clone()
-                    .oneshot(
-                        Request::post(format!("/studies/{id}/{action}"))
-                            .body(Body::empty())
-                            .unwrap(),
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), StatusCode::OK, "{action}");
-            }
-            tokio::time::sleep(Duration::from_millis(700)).await;
-        }
-    };
-    let read = async {
-        let mut text = String::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.unwrap().into_data() {
-                text.push_str(std::str::from_utf8(&data).unwrap());
-            }
-            if text.contains("event: end") {
-                break;
+    // Read the stream in the background; act on the study only once the stream has
+    // shown the previous change, so no change can fall between two of its polls.
+    let (chunks, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut body = resp.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data()
+                && chunks
+                    .send(String::from_utf8_lossy(&data).into_owned())
+                    .is_err()
+            {
+                return;
             }
         }
-        text
-    };
-    let complete_after_steering = async {
-        steer.await;
-        s.complete(trial, &token, 0.5).await
-    };
-    let (text, completed) = tokio::time::timeout(Duration::from_secs(20), async {
-        tokio::join!(read, complete_after_steering)
-    })
-    .await
-    .expect("the stream ends once the stopped study's last trial finishes");
+    });
+    let mut text = String::new();
+    // The stream's first poll sees the study running.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for (n, action) in ["pause", "resume", "stop"].into_iter().enumerate() {
+        let a = s.post(&format!("/studies/{id}/{action}"), json!({})).await;
+        assert_eq!(a.status, StatusCode::OK, "{action}: {}", a.body);
+        wait_for(&mut text, &mut received, "event: study", n + 1).await;
+    }
+    let completed = s.complete(trial, &token, 0.5).await;
+    wait_for(&mut text, &mut received, "event: end", 1).await;
     assert_eq!(completed.status, StatusCode::OK);
     let events = sse_events(&text);
     let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();

@@ -6,13 +6,17 @@
 //! which touches those pages once, and each caller gets its answer only after the
 //! commit: nothing is acknowledged that is not durable. A write that fails on its own
 //! (a foreign key, a trigger refusing the change) is undone by SQLite at statement
-//! level and does not disturb the others; a failed commit fails them all.
+//! level and does not disturb the others. A failure that may end the whole transaction
+//! (I/O, a full disk, a panic) stops the batch: the rest do not run, what ran is rolled
+//! back, and every caller is told; so does a failed commit.
 //!
 //! Every batched write is a single statement, which is what makes that statement-level
 //! undo enough. The batches take the store's one writer connection from its pool, so
 //! they also serialize with the writes that are not batched.
 
-use futures_util::future::BoxFuture;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, future::BoxFuture};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,7 +37,22 @@ trait Job: Send {
 
 /// A write's result, held until its batch has committed (or not).
 trait Reply: Send {
+    /// Whether the write failed in a way that may have ended the whole transaction
+    /// (I/O, full disk, ...), not just its own statement (a constraint or trigger).
+    fn fatal(&self) -> bool;
     fn send(self: Box<Self>, commit: std::result::Result<(), &str>);
+}
+
+fn is_fatal(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(sqlx::Error::Database(d)) => {
+            // SQLITE_CONSTRAINT (19) and its extended codes undo one statement only.
+            let code = d.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+            code & 0xff != 19
+        }
+        StoreError::Database(_) => true,
+        _ => false,
+    }
 }
 
 struct Queued<T> {
@@ -63,6 +82,10 @@ impl<T: Send + 'static> Job for Queued<T> {
 }
 
 impl<T: Send> Reply for Held<T> {
+    fn fatal(&self) -> bool {
+        self.result.as_ref().err().is_some_and(is_fatal)
+    }
+
     fn send(self: Box<Self>, commit: std::result::Result<(), &str>) {
         let result = match commit {
             Ok(()) => self.result,
@@ -121,7 +144,10 @@ async fn run_batches(writer: SqlitePool, mut jobs: mpsc::UnboundedReceiver<Box<d
         // A lone write commits by itself (autocommit): no BEGIN/COMMIT round trips.
         if batch.len() == 1 {
             let job = batch.pop().expect("one job");
-            job.run(&mut conn).await.send(Ok(()));
+            // A panicking write drops its reply: its caller hears "dropped unanswered".
+            if let Ok(reply) = AssertUnwindSafe(job.run(&mut conn)).catch_unwind().await {
+                reply.send(Ok(()));
+            }
             continue;
         }
         if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
@@ -132,8 +158,31 @@ async fn run_batches(writer: SqlitePool, mut jobs: mpsc::UnboundedReceiver<Box<d
             continue;
         }
         let mut replies = Vec::with_capacity(batch.len());
-        for job in batch {
-            replies.push(job.run(&mut conn).await);
+        let mut jobs = batch.into_iter();
+        let mut broken = None;
+        for job in jobs.by_ref() {
+            match AssertUnwindSafe(job.run(&mut conn)).catch_unwind().await {
+                Ok(reply) if reply.fatal() => {
+                    replies.push(reply);
+                    broken = Some("a write in the same batch failed; nothing in it was kept");
+                    break;
+                }
+                Ok(reply) => replies.push(reply),
+                Err(_) => {
+                    broken = Some("a write in the same batch panicked; nothing in it was kept");
+                    break;
+                }
+            }
+        }
+        // After a failure that may have ended the transaction, the rest would run in
+        // autocommit: they do not run at all, and what ran is rolled back.
+        if let Some(reason) = broken {
+            for job in jobs {
+                job.fail(StoreError::Batch(reason.to_owned()));
+            }
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            replies.into_iter().for_each(|r| r.send(Err(reason)));
+            continue;
         }
         match sqlx::query("COMMIT").execute(&mut *conn).await {
             Ok(_) => replies.into_iter().for_each(|r| r.send(Ok(()))),

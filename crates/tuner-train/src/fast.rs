@@ -146,7 +146,8 @@ fn bias_act(z: Tensor, bias: &Tensor, act: Act) -> Result<Activated> {
                     PointAct::Elu => rows(z, &bias, |v| {
                         // Both sides computed, then picked: the loop stays branch-free.
                         let negative = crate::ops::exp_m1_nonpositive_f32(v.min(0.0));
-                        if v > 0.0 { v } else { negative }
+                        // `v <= 0` is false for NaN: NaN stays NaN.
+                        if v <= 0.0 { negative } else { v }
                     }),
                     PointAct::LeakyRelu(slope) => {
                         rows(z, &bias, |v| if v > 0.0 { v } else { v * slope })

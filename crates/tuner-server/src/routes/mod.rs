@@ -126,9 +126,21 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(run_to_completion))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// Runs the handler in its own task, so a client that goes away mid-request does not
+/// cancel it: a change committed to the database is always followed by the in-memory
+/// bookkeeping that goes with it (trial histories and counts, the lease-expiry bound,
+/// cached study records). Streams still end with their connection: hyper drops the body.
+async fn run_to_completion(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::Internal(format!("request handler failed: {e}")).into_response(),
+    }
 }
 
 /// Refuses requests without the server's token, when it has one. `/health` stays

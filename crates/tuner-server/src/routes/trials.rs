@@ -2,7 +2,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Path, Request, State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
@@ -32,14 +32,9 @@ fn trial_id(raw: &str) -> Result<TrialId, ApiError> {
 }
 
 /// The lease token from the body, or else from the `X-Lease-Token` header.
-fn lease_token(headers: &HeaderMap, body_token: Option<String>) -> Result<String, ApiError> {
+fn lease_token(header: Option<String>, body_token: Option<String>) -> Result<String, ApiError> {
     body_token
-        .or_else(|| {
-            headers
-                .get(LEASE_TOKEN_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
+        .or(header)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::invalid(
@@ -96,10 +91,14 @@ where
             .await
             .map_err(|e| ApiError::NotFound(e.body_text()))?;
         let id = trial_id(&raw)?;
-        let headers = parts.headers.clone();
+        let header_token = parts
+            .headers
+            .get(LEASE_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = Bytes::from_request(Request::from_parts(parts, body), state).await;
         let mut body: T = parse_json(&body_bytes(state, bytes)?)?;
-        let token = lease_token(&headers, body.take_lease_token())?;
+        let token = lease_token(header_token, body.take_lease_token())?;
         Ok(Self { id, token, body })
     }
 }
