@@ -109,8 +109,8 @@ pub trait Store: Send + Sync + 'static {
     /// Takes back every lease that expired before `now`: the trial goes back to
     /// pending, or is failed once it has used up its study's retries.
     async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>>;
-    /// The trials of the study with an event after event `after`.
-    async fn trials_changed_after(&self, study: StudyId, after: i64) -> Result<Vec<TrialId>>;
+    /// The study's trials with an event after event `after`, by number, without epochs.
+    async fn trials_changed_after(&self, study: StudyId, after: i64) -> Result<Vec<TrialRecord>>;
     /// The id of the study's latest trial event (0 when there is none).
     async fn last_event_id(&self, study: StudyId) -> Result<i64>;
     /// The study's trial events after event `after` (0: from the start), oldest first.

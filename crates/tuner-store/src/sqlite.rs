@@ -1,4 +1,4 @@
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{collections::HashMap, path::Path, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -74,11 +74,59 @@ impl SqliteStore {
 
     /// Explains why a lease-checked update touched no row.
     async fn lease_failure(&self, id: TrialId, token: &str, now: i64) -> StoreError {
-        match self.get_trial(id).await {
+        match trial_without_epochs(&self.pool, id).await {
             Ok(current) => refusal(&current, token, now),
             Err(e) => e,
         }
     }
+
+    /// The study's trials by number, without epochs; with `changed_after`, only those
+    /// with an event after that one. An unknown study is an error, not an empty list.
+    async fn summaries(
+        &self,
+        study: StudyId,
+        changed_after: Option<i64>,
+    ) -> Result<Vec<TrialRecord>> {
+        let exists = sqlx::query("SELECT 1 FROM studies WHERE id = ?")
+            .bind(study.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::StudyNotFound(study));
+        }
+        let changed = if changed_after.is_some() {
+            "AND id IN (SELECT trial_id FROM trial_events WHERE study_id = ?1 AND id > ?2)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = ?1 {changed} ORDER BY number"
+        );
+        let mut query = sqlx::query(&sql).bind(study.0);
+        if let Some(after) = changed_after {
+            query = query.bind(after);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(trial_from_row)
+            .collect()
+    }
+}
+
+/// One trial without its epochs, read through `executor` (the read pool, or the writer
+/// inside a batch, which sees the batch's uncommitted writes).
+async fn trial_without_epochs<'e, E>(executor: E, id: TrialId) -> Result<TrialRecord>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let row = sqlx::query(&format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE id = ?"))
+        .bind(id.0)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(StoreError::TrialNotFound(id))?;
+    trial_from_row(&row)
 }
 
 /// Why a lease-checked update of `current` by the holder of `token` was refused.
@@ -274,16 +322,10 @@ impl Store for SqliteStore {
         .bind(study.0)
         .fetch_all(&self.pool)
         .await?;
-        let mut by_trial: std::collections::HashMap<i64, Vec<EpochRecord>> =
-            std::collections::HashMap::new();
-        for row in &rows {
-            by_trial
-                .entry(row.get("trial_id"))
-                .or_default()
-                .push(epoch_from_row(row)?);
-        }
+        let mut by_trial = HashMap::new();
+        group_epochs(&rows, &mut by_trial)?;
         for trial in &mut trials {
-            if let Some(epochs) = by_trial.remove(&trial.id.0) {
+            if let Some(epochs) = by_trial.remove(&trial.id) {
                 trial.epochs = epochs;
             }
         }
@@ -293,9 +335,8 @@ impl Store for SqliteStore {
     async fn epochs_of_trials(
         &self,
         trials: &[TrialId],
-    ) -> Result<std::collections::HashMap<TrialId, Vec<EpochRecord>>> {
-        let mut by_trial: std::collections::HashMap<TrialId, Vec<EpochRecord>> =
-            std::collections::HashMap::new();
+    ) -> Result<HashMap<TrialId, Vec<EpochRecord>>> {
+        let mut by_trial = HashMap::new();
         // Bounded IN lists: SQLite caps bound parameters per statement.
         for chunk in trials.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(", ");
@@ -307,43 +348,17 @@ impl Store for SqliteStore {
             for id in chunk {
                 query = query.bind(id.0);
             }
-            for row in &query.fetch_all(&self.pool).await? {
-                by_trial
-                    .entry(TrialId(row.get("trial_id")))
-                    .or_default()
-                    .push(epoch_from_row(row)?);
-            }
+            group_epochs(&query.fetch_all(&self.pool).await?, &mut by_trial)?;
         }
         Ok(by_trial)
     }
 
     async fn trial_summaries(&self, study: StudyId) -> Result<Vec<TrialRecord>> {
-        // An unknown study is an error, not an empty list.
-        let exists = sqlx::query("SELECT 1 FROM studies WHERE id = ?")
-            .bind(study.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::StudyNotFound(study));
-        }
-        sqlx::query(&format!(
-            "SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = ? ORDER BY number"
-        ))
-        .bind(study.0)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(trial_from_row)
-        .collect()
+        self.summaries(study, None).await
     }
 
     async fn get_trial(&self, id: TrialId) -> Result<TrialRecord> {
-        let row = sqlx::query(&format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE id = ?"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::TrialNotFound(id))?;
-        let mut trial = trial_from_row(&row)?;
+        let mut trial = trial_without_epochs(&self.pool, id).await?;
         trial.epochs = self.epochs_of(id).await?;
         Ok(trial)
     }
@@ -524,13 +539,7 @@ impl Store for SqliteStore {
                     }
                     // Read on this connection: it sees writes of this batch not yet
                     // committed (e.g. the first attempt of a retried request).
-                    let current =
-                        sqlx::query(&format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE id = ?"))
-                            .bind(trial.0)
-                            .fetch_optional(&mut *conn)
-                            .await?
-                            .ok_or(StoreError::TrialNotFound(trial))?;
-                    let current = trial_from_row(&current)?;
+                    let current = trial_without_epochs(&mut *conn, trial).await?;
                     // A retried request (its first answer lost, e.g. to a server
                     // restart) finds the trial already finished the same way under the
                     // same lease: same answer. The token is kept on finished trials for
@@ -653,17 +662,8 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn trials_changed_after(&self, study: StudyId, after: i64) -> Result<Vec<TrialId>> {
-        Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT DISTINCT trial_id FROM trial_events WHERE study_id = ? AND id > ?",
-        )
-        .bind(study.0)
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(TrialId)
-        .collect())
+    async fn trials_changed_after(&self, study: StudyId, after: i64) -> Result<Vec<TrialRecord>> {
+        self.summaries(study, Some(after)).await
     }
 
     async fn last_event_id(&self, study: StudyId) -> Result<i64> {
@@ -734,6 +734,20 @@ impl SqliteStore {
         .map(epoch_from_row)
         .collect()
     }
+}
+
+/// Epoch rows (with `trial_id`, in epoch order per trial) into each trial's list.
+fn group_epochs(
+    rows: &[SqliteRow],
+    by_trial: &mut HashMap<TrialId, Vec<EpochRecord>>,
+) -> Result<()> {
+    for row in rows {
+        by_trial
+            .entry(TrialId(row.get("trial_id")))
+            .or_default()
+            .push(epoch_from_row(row)?);
+    }
+    Ok(())
 }
 
 fn epoch_from_row(row: &SqliteRow) -> Result<EpochRecord> {

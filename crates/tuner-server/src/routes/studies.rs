@@ -324,21 +324,11 @@ async fn list_trial_json(
     // Read before the trials: a change committed in between is in this answer or in
     // the next `changed_after` one, never in neither.
     let last_event_id = state.store().last_event_id(id).await?;
-    let mut trials = state.store().trial_summaries(id).await?;
-    let changed: Option<std::collections::HashSet<_>> = match filter.changed_after {
-        Some(after) => Some(
-            state
-                .store()
-                .trials_changed_after(id, after)
-                .await?
-                .into_iter()
-                .collect(),
-        ),
-        None => None,
+    let mut trials = match filter.changed_after {
+        Some(after) => state.store().trials_changed_after(id, after).await?,
+        None => state.store().trial_summaries(id).await?,
     };
-    trials.retain(|t| {
-        wanted.is_none_or(|w| t.state == w) && changed.as_ref().is_none_or(|c| c.contains(&t.id))
-    });
+    trials.retain(|t| wanted.is_none_or(|w| t.state == w));
     // Stable sorts on (key, number): equal keys stay in trial order.
     trials.sort_by(|a, b| match (sort_key(a), sort_key(b)) {
         (Some(x), Some(y)) => {
