@@ -1092,6 +1092,11 @@ async fn trial_lists_filter_sort_page_and_summarize() {
         .get(&format!("{path}?changed_after=0&state=running"))
         .await;
     assert_eq!(numbers(&from_start), [6]);
+    assert_error(
+        &s.get("/studies/999/trials?changed_after=0").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 
     for bad in [
         "sort=bogus",
