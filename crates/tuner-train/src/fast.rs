@@ -139,18 +139,15 @@ fn bias_act(z: Tensor, bias: &Tensor, act: Act) -> Result<Activated> {
                 }
             }
             mutate(&z, |z| {
+                // One arm per activation with the variant spelled out, so each loop is
+                // monomorphic and vectorizes; the formulas live in `PointAct`.
                 par_rows(z, c, |z| match p {
-                    PointAct::Identity => rows(z, &bias, |v| v),
-                    PointAct::Relu => rows(z, &bias, |v| v.max(0.0)),
-                    PointAct::Tanh => rows(z, &bias, crate::ops::tanh_f32),
-                    PointAct::Elu => rows(z, &bias, |v| {
-                        // Both sides computed, then picked: the loop stays branch-free.
-                        let negative = crate::ops::exp_m1_nonpositive_f32(v.min(0.0));
-                        // `v <= 0` is false for NaN: NaN stays NaN.
-                        if v <= 0.0 { negative } else { v }
-                    }),
+                    PointAct::Identity => rows(z, &bias, |v| PointAct::Identity.apply(v)),
+                    PointAct::Relu => rows(z, &bias, |v| PointAct::Relu.apply(v)),
+                    PointAct::Tanh => rows(z, &bias, |v| PointAct::Tanh.apply(v)),
+                    PointAct::Elu => rows(z, &bias, |v| PointAct::Elu.apply(v)),
                     PointAct::LeakyRelu(slope) => {
-                        rows(z, &bias, |v| if v > 0.0 { v } else { v * slope })
+                        rows(z, &bias, |v| PointAct::LeakyRelu(slope).apply(v))
                     }
                 })
             })?;
@@ -198,13 +195,15 @@ fn bias_act_backward(grad: &Tensor, out: &Activated, act: Act, c: usize) -> Resu
             let y = y.get()?;
             mutate(grad, |g| {
                 db = par_rows_sum(g, y, c, |g, y, db| match p {
-                    PointAct::Relu => rows(g, y, db, |y| if y > 0.0 { 1.0 } else { 0.0 }),
-                    PointAct::Tanh => rows(g, y, db, |y| 1.0 - y * y),
-                    PointAct::Elu => rows(g, y, db, |y| if y > 0.0 { 1.0 } else { y + 1.0 }),
-                    PointAct::LeakyRelu(slope) => {
-                        rows(g, y, db, |y| if y > 0.0 { 1.0 } else { slope })
+                    PointAct::Identity => {
+                        rows(g, y, db, |y| PointAct::Identity.derivative_from_output(y))
                     }
-                    PointAct::Identity => rows(g, y, db, |_| 1.0),
+                    PointAct::Relu => rows(g, y, db, |y| PointAct::Relu.derivative_from_output(y)),
+                    PointAct::Tanh => rows(g, y, db, |y| PointAct::Tanh.derivative_from_output(y)),
+                    PointAct::Elu => rows(g, y, db, |y| PointAct::Elu.derivative_from_output(y)),
+                    PointAct::LeakyRelu(slope) => rows(g, y, db, |y| {
+                        PointAct::LeakyRelu(slope).derivative_from_output(y)
+                    }),
                 });
             })?;
         }

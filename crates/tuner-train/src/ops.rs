@@ -217,6 +217,7 @@ pub(crate) fn exp_m1_nonpositive_f32(z: f32) -> f32 {
 }
 
 impl PointAct {
+    #[inline(always)]
     pub(crate) fn apply(self, z: f32) -> f32 {
         match self {
             Self::Identity => z,
@@ -230,16 +231,16 @@ impl PointAct {
                 }
             }
             Self::Elu => {
-                if z > 0.0 {
-                    z
-                } else {
-                    exp_m1_nonpositive_f32(z)
-                }
+                // Both sides computed, then picked: loops over it stay branch-free.
+                // `z <= 0` is false for NaN, so NaN stays NaN.
+                let negative = exp_m1_nonpositive_f32(z.min(0.0));
+                if z <= 0.0 { negative } else { z }
             }
         }
     }
 
     /// `d act / d z` expressed through `y = act(z)`.
+    #[inline(always)]
     pub(crate) fn derivative_from_output(self, y: f32) -> f32 {
         match self {
             Self::Identity => 1.0,
