@@ -723,6 +723,17 @@ mod tests {
         assert!(mean.abs() < 1e-9);
     }
 
+    /// `(x - 0.3)^2`, plus 0.5 unless `c` is `b`; `noise` does not matter.
+    fn quad(params: &Params) -> f64 {
+        let x = params["x"].as_f64().unwrap();
+        let c = if params["c"] == ParamValue::Str("b".into()) {
+            0.0
+        } else {
+            0.5
+        };
+        (x - 0.3).powi(2) + c
+    }
+
     fn quad_history(space: &SearchSpace, n: usize) -> Vec<Observation> {
         let sampler = GpSampler::new(GpConfig {
             initial_trials: 100,
@@ -740,13 +751,7 @@ mod tests {
                     seen: None,
                 })
                 .unwrap();
-            let x = params["x"].as_f64().unwrap();
-            let value = (x - 0.3).powi(2)
-                + if params["c"] == ParamValue::Str("b".into()) {
-                    0.0
-                } else {
-                    0.5
-                };
+            let value = quad(&params);
             history.push(Observation {
                 params,
                 outcome: Outcome::Completed(value),
@@ -787,13 +792,7 @@ mod tests {
                     seen: None,
                 })
                 .unwrap();
-            let x = params["x"].as_f64().unwrap();
-            let value = (x - 0.3).powi(2)
-                + if params["c"] == ParamValue::Str("b".into()) {
-                    0.0
-                } else {
-                    0.5
-                };
+            let value = quad(&params);
             history.push(Observation {
                 params,
                 outcome: Outcome::Completed(value),
