@@ -15,8 +15,8 @@ use crate::{
     StudyRecord, TrialCounts, TrialEvent, TrialRecord, batch::Batcher,
 };
 
-/// The schema, from the workspace's `migrations/` folder, embedded at build time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+/// The SQLite schema, from the workspace's `migrations/sqlite/` folder, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// A [`Store`] in one SQLite file, in WAL mode. The server process is its only writer.
 ///
