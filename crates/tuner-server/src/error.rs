@@ -1,6 +1,6 @@
 use axum::{
     Json,
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use tuner_api::{ErrorBody, ErrorDetail, ErrorInfo};
@@ -31,6 +31,10 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The database could not store a change (full disk, I/O error, read-only file):
+    /// nothing was changed; the client may retry later.
+    #[error("{0}")]
+    StorageUnavailable(String),
     /// Never shown to the client: logged, answered with a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -57,6 +61,7 @@ impl ApiError {
             Self::LeaseMismatch(_) => (StatusCode::FORBIDDEN, "lease_mismatch"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -92,6 +97,10 @@ impl IntoResponse for ApiError {
                 details,
             },
         };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(message = %body.error.message, "a change could not be stored");
+            return (status, [(header::RETRY_AFTER, "1")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }
@@ -111,10 +120,20 @@ impl From<StoreError> for ApiError {
                 code: "trial_not_running",
                 message: e.to_string(),
             },
-            StoreError::Corrupt(_)
-            | StoreError::Database(_)
-            | StoreError::Migrate(_)
-            | StoreError::Batch(_) => Self::Internal(e.to_string()),
+            StoreError::AlreadyFinished { .. } => Self::Conflict {
+                code: "trial_already_finished",
+                message: e.to_string(),
+            },
+            StoreError::EpochConflict { .. } => Self::Conflict {
+                code: "epoch_already_reported",
+                message: e.to_string(),
+            },
+            StoreError::Unavailable(_) | StoreError::Batch(_) => {
+                Self::StorageUnavailable(e.to_string())
+            }
+            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
+                Self::Internal(e.to_string())
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use tuner_store::SqliteStore;
 
 struct TestServer {
     _dir: tempfile::TempDir,
+    state: AppState,
     router: Router,
 }
 
@@ -32,8 +33,12 @@ impl TestServer {
     async fn with_config(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("api.db")).await.unwrap();
-        let router = app(AppState::new(Arc::new(store), config));
-        Self { _dir: dir, router }
+        let state = AppState::new(Arc::new(store), config);
+        Self {
+            _dir: dir,
+            router: app(state.clone()),
+            state,
+        }
     }
 
     async fn send(&self, req: Request<Body>) -> Answer {
@@ -352,10 +357,13 @@ async fn ask_report_complete_and_best() {
     assert_eq!(done.body["value"], 0.75);
     assert_eq!(done.body["intermediate"][0]["value"], 0.5);
 
-    // A retried completion (its answer lost) gets the same answer; nothing changes.
-    let again = s.complete(trial, &token, 0.9).await;
+    // A retried completion (its answer lost) gets the same answer; nothing changes. One
+    // with another value is refused.
+    let again = s.complete(trial, &token, 0.75).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.body["value"], 0.75);
+    let other = s.complete(trial, &token, 0.9).await;
+    assert_error(&other, StatusCode::CONFLICT, "trial_already_finished");
     let late = s
         .post(
             &format!("/trials/{trial}/fail"),
@@ -492,6 +500,155 @@ async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
     let study = s.get(&format!("/studies/{id}")).await;
     assert_eq!(study.body["state"], "failed", "{}", study.body);
     assert!(s.ask(id).await.is_none());
+}
+
+#[tokio::test]
+async fn a_finished_trial_keeps_its_value_and_epochs_keep_theirs() {
+    let s = TestServer::new().await;
+    let id = s
+        .create(&space(5, 2, "trainer: {kind: external, epochs: 3}\n"))
+        .await;
+
+    // Completions: an identical retry is answered again; another value is refused.
+    let (trial, token) = s.ask(id).await.unwrap();
+    assert_eq!(s.complete(trial, &token, 0.5).await.status, StatusCode::OK);
+    assert_eq!(s.complete(trial, &token, 0.5).await.status, StatusCode::OK);
+    let other = s.complete(trial, &token, 0.7).await;
+    assert_error(&other, StatusCode::CONFLICT, "trial_already_finished");
+    assert!(
+        other.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("0.5"),
+        "{}",
+        other.body
+    );
+    assert_eq!(s.get(&format!("/trials/{trial}")).await.body["value"], 0.5);
+
+    // 32 concurrent completions with different values: one wins, the rest are told.
+    let (trial, token) = s.ask(id).await.unwrap();
+    let answers = futures_util::future::join_all(
+        (0..32).map(|k| s.complete(trial, &token, f64::from(k) / 100.0)),
+    )
+    .await;
+    let won: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::OK)
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one completion is accepted");
+    for a in answers.iter().filter(|a| a.status != StatusCode::OK) {
+        assert_error(a, StatusCode::CONFLICT, "trial_already_finished");
+    }
+    let stored = s.get(&format!("/trials/{trial}")).await;
+    assert_eq!(stored.body["value"], won[0].body["value"]);
+
+    // Epochs count from 1 to trainer.epochs; a re-report must repeat its value.
+    let (trial, token) = s.ask(id).await.unwrap();
+    let (server, token) = (&s, &token);
+    let report = |epoch: i64, value: f64| async move {
+        server
+            .post(
+                &format!("/trials/{trial}/report"),
+                json!({"lease_token": token, "epoch": epoch, "value": value}),
+            )
+            .await
+    };
+    assert_error(
+        &report(0, 0.1).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    let beyond = report(4, 0.1).await;
+    assert_error(&beyond, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(beyond.body["error"]["details"][0]["path"], "epoch");
+    assert_eq!(report(1, 0.1).await.status, StatusCode::OK);
+    assert_eq!(report(1, 0.1).await.status, StatusCode::OK);
+    assert_error(
+        &report(1, 0.2).await,
+        StatusCode::CONFLICT,
+        "epoch_already_reported",
+    );
+    let t = s.get(&format!("/trials/{trial}")).await;
+    assert_eq!(
+        t.body["intermediate"].as_array().unwrap().len(),
+        1,
+        "{}",
+        t.body
+    );
+    assert_eq!(t.body["intermediate"][0]["value"], 0.1, "{}", t.body);
+}
+
+#[tokio::test]
+async fn a_requeued_trial_starts_afresh_and_its_late_holder_hears_why() {
+    let s = TestServer::with_config(ServerConfig {
+        lease: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let id = s.create(&space(5, 1, "")).await;
+    let (trial, old) = s.ask(id).await.unwrap();
+    let r = s
+        .post(
+            &format!("/trials/{trial}/report"),
+            json!({"lease_token": old, "epoch": 1, "value": 0.3}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Another worker's ask re-queues the expired trial (parallelism 1 frees up)...
+    let again = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    assert_eq!(again.body["trial"]["id"], trial, "{}", again.body);
+    let new = again.body["lease"]["token"].as_str().unwrap().to_owned();
+    // ...without the dead attempt's epochs.
+    let t = s.get(&format!("/trials/{trial}")).await;
+    assert_eq!(t.body["intermediate"], json!([]), "{}", t.body);
+    assert_eq!(t.body["last_epoch"], Value::Null, "{}", t.body);
+    // The new attempt reports its own epoch 1.
+    let r = s
+        .post(
+            &format!("/trials/{trial}/report"),
+            json!({"lease_token": new, "epoch": 1, "value": 0.6}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_error(
+        &s.complete(trial, &old, 0.9).await,
+        StatusCode::FORBIDDEN,
+        "lease_mismatch",
+    );
+
+    // Expired and re-queued but not leased again yet: the late holder is told the
+    // lease expired (not that the trial is "not running").
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    tuner_server::reap_once(&s.state).await.unwrap();
+    let t = s.get(&format!("/trials/{trial}")).await;
+    assert_eq!(t.body["state"], "pending", "{}", t.body);
+    assert_error(
+        &s.complete(trial, &new, 0.9).await,
+        StatusCode::CONFLICT,
+        "lease_expired",
+    );
+}
+
+#[tokio::test]
+async fn ids_in_paths_are_plain_decimal() {
+    let s = TestServer::new().await;
+    let id = s.create(&space(5, 1, "")).await;
+    let (trial, _) = s.ask(id).await.unwrap();
+    assert_eq!(
+        s.get(&format!("/trials/{trial}")).await.status,
+        StatusCode::OK
+    );
+    for bad in [
+        format!("/trials/+{trial}"),
+        format!("/trials/0{trial}"),
+        format!("/trials/{trial}%20"),
+        format!("/studies/+{id}"),
+        format!("/studies/0{id}/trials"),
+        "/trials/-0".to_owned(),
+    ] {
+        assert_error(&s.get(&bad).await, StatusCode::NOT_FOUND, "not_found");
+    }
 }
 
 #[tokio::test]
@@ -740,6 +897,35 @@ async fn a_token_guards_every_route_but_health() {
         )
         .await;
     assert_eq!(ok.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_blank_configured_token_fails_closed() {
+    // `serve` refuses blank tokens; a library user who builds this config anyway gets a
+    // server that lets nobody in, never one that lets everybody in.
+    for blank in ["", " "] {
+        let s = TestServer::with_config(ServerConfig {
+            token: Some(blank.into()),
+            ..ServerConfig::default()
+        })
+        .await;
+        assert_error(
+            &s.get("/studies").await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+        for header_value in ["Bearer ", "Bearer  ", "Bearer"] {
+            let a = s
+                .send(
+                    Request::get("/studies")
+                        .header(header::AUTHORIZATION, header_value)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_error(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
 }
 
 #[tokio::test]
@@ -1514,4 +1700,186 @@ async fn live_streams_announce_study_state_changes() {
         .collect();
     assert_eq!(states, ["paused", "running", "stopped"]);
     assert_eq!(events[0].0, None, "study events are not in the log: no id");
+}
+
+/// A tmpfs of a few megabytes mounted on a fresh folder, unmounted when dropped; `None`
+/// where this process may not mount one (not root, or no CAP_SYS_ADMIN).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Self { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a filler file until the filesystem refuses (ENOSPC).
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 16 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        // Single bytes to the last free block.
+        while file.write_all(&[0]).and_then(|_| file.flush()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Every answered write is in the database; every write that could not be stored is
+/// answered 503; the service works again once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_never_acknowledges_a_write_it_did_not_store() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root); CI runs this as root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the full-disk test"
+        );
+        return;
+    };
+    let db = disk.path().join("full.db");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let state = AppState::new(Arc::new(store.clone()), ServerConfig::default());
+    let s = TestServer {
+        _dir: tempfile::tempdir().unwrap(),
+        router: app(state.clone()),
+        state,
+    };
+    let study = s
+        .create(
+            "version: 1\nname: full\nobjective: {metric: acc, direction: maximize}\n\
+             budget: {max_trials: 100000, parallelism: 4096}\noptimizer: {kind: random, seed: 1}\n\
+             parameters:\n  x: {type: float, min: 0.0, max: 1.0}\n",
+        )
+        .await;
+    // Some trials leased and completed before the disk fills, some left running.
+    let mut leased = Vec::new();
+    for i in 0..20 {
+        let (id, token) = s.ask(study).await.expect("a trial");
+        if i % 2 == 0 {
+            assert_eq!(s.complete(id, &token, 0.5).await.status, StatusCode::OK);
+        } else {
+            leased.push((id, token));
+        }
+    }
+    let filler = disk.fill();
+
+    // Concurrent asks and completions, so writes are group-committed together and alone.
+    let (mut asked, mut completed, mut refused) = (Vec::new(), Vec::new(), 0);
+    let mut outstanding = leased;
+    for round in 0..12 {
+        let to_complete = std::mem::take(&mut outstanding);
+        let server = &s;
+        let ask_uri = format!("/studies/{study}/ask");
+        let asks =
+            futures_util::future::join_all((0..24).map(|_| server.post(&ask_uri, json!({}))));
+        let completes = futures_util::future::join_all(to_complete.into_iter().enumerate().map(
+            |(k, (id, token))| async move {
+                let value = 0.001 * (round * 100 + k) as f64;
+                let a = server
+                    .post(
+                        &format!("/trials/{id}/complete"),
+                        json!({"lease_token": token, "value": value}),
+                    )
+                    .await;
+                (id, token, value, a)
+            },
+        ));
+        let (asks, completes) = tokio::join!(asks, completes);
+        for a in asks {
+            match a.status {
+                StatusCode::OK => {
+                    let lease = (
+                        a.body["trial"]["id"].as_i64().unwrap(),
+                        a.body["lease"]["token"].as_str().unwrap().to_owned(),
+                    );
+                    asked.push(lease.clone());
+                    outstanding.push(lease);
+                }
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_eq!(a.body["error"]["code"], "storage_unavailable", "{}", a.body);
+                    refused += 1;
+                }
+                other => panic!("ask on a full disk answered {other}: {}", a.body),
+            }
+        }
+        for (id, token, value, a) in completes {
+            match a.status {
+                StatusCode::OK => completed.push((id, value)),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_eq!(a.body["error"]["code"], "storage_unavailable", "{}", a.body);
+                    refused += 1;
+                    outstanding.push((id, token));
+                }
+                other => panic!("complete on a full disk answered {other}: {}", a.body),
+            }
+        }
+    }
+    assert!(refused > 0, "the disk never filled: nothing was refused");
+
+    // Every answered write is in the file, read by a fresh store.
+    std::fs::remove_file(&filler).unwrap();
+    let check = SqliteStore::open(&db).await.unwrap();
+    use tuner_store::Store;
+    for (id, token) in &asked {
+        let trial = check
+            .get_trial(tuner_core::TrialId(*id))
+            .await
+            .unwrap_or_else(|e| panic!("trial {id} was answered 200 but is not stored: {e}"));
+        if trial.state == tuner_core::TrialState::Running {
+            assert_eq!(trial.lease_token.as_deref(), Some(token.as_str()));
+        }
+    }
+    for (id, value) in &completed {
+        let trial = check.get_trial(tuner_core::TrialId(*id)).await.unwrap();
+        assert_eq!(trial.state, tuner_core::TrialState::Completed, "trial {id}");
+        assert_eq!(trial.value, Some(*value), "trial {id}");
+    }
+    // Distinct answered leases name distinct trials.
+    let mut ids: Vec<i64> = asked.iter().map(|(id, _)| *id).collect();
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "two answered asks named the same trial");
+    check.close().await;
+
+    // The same server recovers once there is room again: what was left running can be
+    // completed, and new trials are handed out and stored.
+    for (id, token) in outstanding {
+        let a = s.complete(id, &token, 0.25).await;
+        assert_eq!(a.status, StatusCode::OK, "trial {id}: {}", a.body);
+    }
+    for _ in 0..5 {
+        let (id, token) = s.ask(study).await.expect("a trial after recovery");
+        assert_eq!(s.complete(id, &token, 0.75).await.status, StatusCode::OK);
+    }
+    let counts = s.get(&format!("/studies/{study}")).await.body["counts"].clone();
+    assert_eq!(counts["running"], 0, "{counts}");
+    let stored = store
+        .trial_counts(tuner_core::StudyId(study))
+        .await
+        .unwrap();
+    assert_eq!(counts["completed"], stored.completed, "{counts}");
+    store.close().await;
 }

@@ -50,7 +50,7 @@ fn is_fatal(error: &StoreError) -> bool {
             let code = d.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
             code & 0xff != 19
         }
-        StoreError::Database(_) => true,
+        StoreError::Database(_) | StoreError::Unavailable(_) => true,
         _ => false,
     }
 }

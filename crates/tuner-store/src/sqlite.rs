@@ -115,6 +115,23 @@ impl SqliteStore {
     }
 }
 
+/// Runs a write with `RETURNING` to its end and gives its first row.
+///
+/// Never `fetch_one`/`fetch_optional` for a write: they stop stepping after the first
+/// row, and in autocommit SQLite commits when the statement finishes, which then happens
+/// in sqlx's reset of the statement, whose error it drops. A commit that failed (a full
+/// disk) would look like success, row and all.
+async fn write_returning<'q, 'e, E>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    executor: E,
+) -> Result<Option<SqliteRow>, sqlx::Error>
+where
+    'q: 'e,
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    Ok(query.fetch_all(executor).await?.into_iter().next())
+}
+
 /// One trial without its epochs, read through `executor` (the read pool, or the writer
 /// inside a batch, which sees the batch's uncommitted writes).
 async fn trial_without_epochs<'e, E>(executor: E, id: TrialId) -> Result<TrialRecord>
@@ -132,6 +149,11 @@ where
 /// Why a lease-checked update of `current` by the holder of `token` was refused.
 fn refusal(current: &TrialRecord, token: &str, now: i64) -> StoreError {
     let id = current.id;
+    // A re-queued trial keeps its expired lease's token until it is leased again, so
+    // the late holder hears why.
+    if current.state == TrialState::Pending && current.lease_token.as_deref() == Some(token) {
+        return StoreError::LeaseExpired(id);
+    }
     if current.state != TrialState::Running {
         return StoreError::NotRunning {
             id,
@@ -208,18 +230,20 @@ fn to_json_text<T: serde::Serialize>(value: &T) -> Result<String> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_study(&self, new: NewStudy, now: i64) -> Result<StudyRecord> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO studies (name, spec, direction, max_retries, state, created_at, updated_at) \
              VALUES (?, ?, ?, ?, 'running', ?, ?) RETURNING {STUDY_COLUMNS}"
-        ))
-        .bind(&new.name)
-        .bind(to_json_text(&new.spec)?)
-        .bind(new.direction.as_str())
-        .bind(i64::from(new.max_retries))
-        .bind(now)
-        .bind(now)
-        .fetch_one(&self.writer)
-        .await?;
+        );
+        let query = sqlx::query(&sql)
+            .bind(&new.name)
+            .bind(to_json_text(&new.spec)?)
+            .bind(new.direction.as_str())
+            .bind(i64::from(new.max_retries))
+            .bind(now)
+            .bind(now);
+        let row = write_returning(query, &self.writer)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an insert returned no row".into()))?;
         study_from_row(&row)
     }
 
@@ -391,22 +415,23 @@ impl Store for SqliteStore {
         self.batch
             .write(Box::new(move |conn| {
                 Box::pin(async move {
-                    let row = sqlx::query(&sql)
+                    let query = sqlx::query(&sql)
                         .bind(study.0)
                         .bind(params_text)
                         .bind(key)
                         .bind(lease.worker)
                         .bind(lease.token)
                         .bind(lease.expires_at)
-                        .bind(lease.now)
-                        .fetch_one(&mut *conn)
+                        .bind(lease.now);
+                    let row = write_returning(query, &mut *conn)
                         .await
                         .map_err(|e| match e {
                             sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
                                 StoreError::StudyNotFound(study)
                             }
                             other => other.into(),
-                        })?;
+                        })?
+                        .ok_or_else(|| StoreError::Corrupt("an insert returned no row".into()))?;
                     trial_from_row(&row)
                 })
             }))
@@ -418,20 +443,20 @@ impl Store for SqliteStore {
         study: StudyId,
         lease: &LeaseGrant,
     ) -> Result<Option<TrialRecord>> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE trials SET state = 'running', worker = ?, lease_token = ?, lease_expires_at = ?, \
                  attempts = attempts + 1, started_at = ? \
              WHERE id = (SELECT id FROM trials WHERE study_id = ? AND state = 'pending' \
                          ORDER BY number LIMIT 1) \
              RETURNING {TRIAL_COLUMNS}"
-        ))
-        .bind(&lease.worker)
-        .bind(&lease.token)
-        .bind(lease.expires_at)
-        .bind(lease.now)
-        .bind(study.0)
-        .fetch_optional(&self.writer)
-        .await?;
+        );
+        let query = sqlx::query(&sql)
+            .bind(&lease.worker)
+            .bind(&lease.token)
+            .bind(lease.expires_at)
+            .bind(lease.now)
+            .bind(study.0);
+        let row = write_returning(query, &self.writer).await?;
         row.as_ref().map(trial_from_row).transpose()
     }
 
@@ -469,27 +494,25 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         // The first statement writes, so the transaction takes the write lock at once
         // (no read-then-upgrade, which SQLite cannot retry).
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE trials SET lease_expires_at = ?, last_epoch = MAX(COALESCE(last_epoch, 0), ?) \
              WHERE id = ? AND state = 'running' AND lease_token = ? AND lease_expires_at >= ? \
              RETURNING {TRIAL_COLUMNS}"
-        ))
-        .bind(expires_at)
-        .bind(i64::from(report.epoch))
-        .bind(trial.0)
-        .bind(token)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        );
+        let query = sqlx::query(&sql)
+            .bind(expires_at)
+            .bind(i64::from(report.epoch))
+            .bind(trial.0)
+            .bind(token)
+            .bind(now);
+        let row = write_returning(query, &mut *tx).await?;
         let Some(row) = row else {
             drop(tx);
             return Err(self.lease_failure(trial, token, now).await);
         };
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO trial_epochs (trial_id, epoch, value, metrics, reported_at) \
-             VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (trial_id, epoch) DO UPDATE SET \
-                 value = excluded.value, metrics = excluded.metrics, reported_at = excluded.reported_at",
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (trial_id, epoch) DO NOTHING",
         )
         .bind(trial.0)
         .bind(i64::from(report.epoch))
@@ -498,6 +521,24 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 0 {
+            // Reported before in this attempt (epochs are cleared on re-queue): the same
+            // value is a retry and keeps the first report; another value is refused.
+            let earlier: Option<f64> = sqlx::query_scalar(
+                "SELECT value FROM trial_epochs WHERE trial_id = ? AND epoch = ?",
+            )
+            .bind(trial.0)
+            .bind(i64::from(report.epoch))
+            .fetch_one(&mut *tx)
+            .await?;
+            if earlier.map(f64::to_bits) != report.value.map(f64::to_bits) {
+                return Err(StoreError::EpochConflict {
+                    id: trial,
+                    epoch: report.epoch,
+                    value: earlier,
+                });
+            }
+        }
         tx.commit().await?;
         let mut record = trial_from_row(&row)?;
         record.epochs = self.epochs_of(trial).await?;
@@ -523,7 +564,7 @@ impl Store for SqliteStore {
             .batch
             .write(Box::new(move |conn| {
                 Box::pin(async move {
-                    let row = sqlx::query(&sql)
+                    let query = sqlx::query(&sql)
                         .bind(finish.state.as_str())
                         .bind(finish.value)
                         .bind(metrics)
@@ -531,9 +572,8 @@ impl Store for SqliteStore {
                         .bind(now)
                         .bind(trial.0)
                         .bind(&token)
-                        .bind(now)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                        .bind(now);
+                    let row = write_returning(query, &mut *conn).await?;
                     if let Some(row) = row {
                         return trial_from_row(&row);
                     }
@@ -547,7 +587,16 @@ impl Store for SqliteStore {
                     if current.state == finish.state
                         && current.lease_token.as_deref() == Some(token.as_str())
                     {
-                        return Ok(current);
+                        // The same value (bit for bit): a retry. Another value: a
+                        // contradiction, refused rather than silently dropped.
+                        if current.value.map(f64::to_bits) == finish.value.map(f64::to_bits) {
+                            return Ok(current);
+                        }
+                        return Err(StoreError::AlreadyFinished {
+                            id: trial,
+                            state: current.state,
+                            value: current.value,
+                        });
                     }
                     Err(refusal(&current, &token, now))
                 })
@@ -561,17 +610,15 @@ impl Store for SqliteStore {
     }
 
     async fn release_trial(&self, trial: TrialId, token: &str, now: i64) -> Result<TrialRecord> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE trials SET state = 'pending', lease_token = NULL, lease_expires_at = NULL, \
-                 worker = NULL, started_at = NULL, attempts = MAX(attempts - 1, 0) \
+                 worker = NULL, started_at = NULL, last_epoch = NULL, \
+                 attempts = MAX(attempts - 1, 0) \
              WHERE id = ? AND state = 'running' AND lease_token = ? AND lease_expires_at >= ? \
              RETURNING {TRIAL_COLUMNS}"
-        ))
-        .bind(trial.0)
-        .bind(token)
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await?;
+        );
+        let query = sqlx::query(&sql).bind(trial.0).bind(token).bind(now);
+        let row = write_returning(query, &self.writer).await?;
         match row {
             Some(row) => trial_from_row(&row),
             None => Err(self.lease_failure(trial, token, now).await),
@@ -584,20 +631,20 @@ impl Store for SqliteStore {
         now: i64,
         finish: Finish,
     ) -> Result<TrialRecord> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE trials SET state = ?, value = COALESCE(?, value), metrics = COALESCE(?, metrics), \
                  failure_reason = ?, finished_at = ?, lease_token = NULL, lease_expires_at = NULL \
              WHERE id = ? AND state IN ('pending', 'running') \
              RETURNING {TRIAL_COLUMNS}"
-        ))
-        .bind(finish.state.as_str())
-        .bind(finish.value)
-        .bind(finish.metrics.as_ref().map(to_json_text).transpose()?)
-        .bind(&finish.reason)
-        .bind(now)
-        .bind(trial.0)
-        .fetch_optional(&self.writer)
-        .await?;
+        );
+        let query = sqlx::query(&sql)
+            .bind(finish.state.as_str())
+            .bind(finish.value)
+            .bind(finish.metrics.as_ref().map(to_json_text).transpose()?)
+            .bind(&finish.reason)
+            .bind(now)
+            .bind(trial.0);
+        let row = write_returning(query, &self.writer).await?;
         match row {
             Some(row) => {
                 let mut record = trial_from_row(&row)?;
@@ -642,7 +689,11 @@ impl Store for SqliteStore {
                               ELSE failure_reason END, \
                  finished_at = CASE WHEN attempts > (SELECT max_retries FROM studies s WHERE s.id = study_id) \
                               THEN ?1 ELSE NULL END, \
-                 lease_token = NULL, lease_expires_at = NULL, worker = NULL \
+                 last_epoch = CASE WHEN attempts > (SELECT max_retries FROM studies s WHERE s.id = study_id) \
+                              THEN last_epoch ELSE NULL END, \
+                 lease_token = CASE WHEN attempts > (SELECT max_retries FROM studies s WHERE s.id = study_id) \
+                              THEN NULL ELSE lease_token END, \
+                 lease_expires_at = NULL, worker = NULL \
              WHERE state = 'running' AND lease_expires_at < ?1 \
              RETURNING id, study_id, state",
         )

@@ -168,19 +168,30 @@ async fn only_the_lease_holder_may_touch_a_running_trial() {
         )
         .await
         .unwrap();
-    // Reporting the same epoch again (a retried request) replaces it.
+    // Reporting the same epoch again (a retried request) keeps the first report; another
+    // value for it is refused.
     let again = store
         .report_epoch(
             t.id,
             "good",
             4_100,
             6_000,
-            &epoch(1, 0.45, json!({"acc": 0.45})),
+            &epoch(1, 0.4, json!({"acc": 0.4})),
         )
         .await
         .unwrap();
     assert_eq!(again.epochs.len(), 1);
-    assert_eq!(again.epochs[0].value, Some(0.45));
+    assert_eq!(again.epochs[0].value, Some(0.4));
+    assert!(matches!(
+        store
+            .report_epoch(t.id, "good", 4_200, 6_000, &epoch(1, 0.45, json!({"acc": 0.45})))
+            .await,
+        Err(StoreError::EpochConflict {
+            epoch: 1,
+            value: Some(v),
+            ..
+        }) if v == 0.4
+    ));
 
     let done = store
         .finish_trial(t.id, "good", 5_000, completed(0.9))
@@ -190,12 +201,20 @@ async fn only_the_lease_holder_may_touch_a_running_trial() {
     assert_eq!(done.lease_expires_at, None);
 
     // Finished trials are immutable: a retried completion gets the first answer back,
-    // anything else is refused.
+    // anything else is refused (another value, with the stored one).
     let replay = store
-        .finish_trial(t.id, "good", 5_001, completed(1.0))
+        .finish_trial(t.id, "good", 5_001, completed(0.9))
         .await
         .unwrap();
     assert_eq!(replay.value, Some(0.9));
+    assert!(matches!(
+        store.finish_trial(t.id, "good", 5_001, completed(1.0)).await,
+        Err(StoreError::AlreadyFinished {
+            state: TrialState::Completed,
+            value: Some(v),
+            ..
+        }) if v == 0.9
+    ));
     assert!(matches!(
         store
             .finish_trial(
@@ -285,8 +304,13 @@ async fn expired_leases_are_requeued_then_failed_after_retries() {
     let reaped = store.reap_expired_leases(200).await.unwrap();
     assert_eq!(reaped.len(), 1);
     assert_eq!(reaped[0].state, TrialState::Pending);
+    // Re-queued, not leased again yet: the late holder hears its lease expired.
     assert!(matches!(
         store.heartbeat(t.id, "a", 201, 300).await,
+        Err(StoreError::LeaseExpired(_))
+    ));
+    assert!(matches!(
+        store.heartbeat(t.id, "someone", 201, 300).await,
         Err(StoreError::NotRunning {
             state: TrialState::Pending,
             ..

@@ -261,6 +261,27 @@ fn objective_value(
     }
 }
 
+/// The largest epoch a study without a declared `trainer.epochs` may report.
+const MAX_EPOCH: u32 = 100_000;
+
+/// Epochs count from 1 up to the study's `trainer.epochs` (or [`MAX_EPOCH`]).
+fn check_epoch(epoch: u32, declared: Option<u32>) -> Result<(), ApiError> {
+    let (last, why) = match declared {
+        Some(n) => (n, format!("the study's trainer.epochs is {n}")),
+        None => (MAX_EPOCH, format!("at most {MAX_EPOCH}")),
+    };
+    if (1..=last).contains(&epoch) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "the epoch is out of range",
+        vec![Problem::new(
+            "epoch",
+            format!("epochs count from 1; {why}; got {epoch}"),
+        )],
+    ))
+}
+
 #[utoipa::path(
     post,
     path = "/trials/{id}/report",
@@ -282,6 +303,7 @@ pub async fn report(
     }: LeaseCall<ReportRequest>,
 ) -> Result<Json<ReportResponse>, ApiError> {
     let spec = scheduler::spec_of_trial(&state, id).await?;
+    check_epoch(req.epoch, spec.trainer.epochs)?;
     let value = objective_value(req.value, &req.metrics, &spec.objective.metric)?;
     let now = views::now_ms();
     let expires_at = lease_expiry(&state, now);
