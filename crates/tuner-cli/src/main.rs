@@ -317,6 +317,54 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The longest lease a server hands out: beyond a week a lost worker's trial would
+/// wait longer than any study runs (and far beyond, the expiry time overflows).
+const MAX_LEASE_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// `--lease-seconds`, checked: positive, finite, at most a week.
+pub(crate) fn lease_duration(seconds: f64) -> Result<Duration> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("--lease-seconds must be a positive number of seconds (got {seconds})");
+    }
+    if seconds > MAX_LEASE_SECONDS {
+        bail!(
+            "--lease-seconds {seconds} is longer than a week ({MAX_LEASE_SECONDS} s): a lost \
+             worker's trial would wait that long before it is re-queued; use heartbeats for long \
+             epochs instead"
+        );
+    }
+    // Below a millisecond every lease would have expired when it is handed out.
+    Ok(Duration::from_secs_f64(seconds.max(0.001)))
+}
+
+/// Tokens shorter than this are guessable by brute force over the network.
+const SHORT_TOKEN: usize = 16;
+
+/// The server's shared secret, checked before anything binds: an empty or blank token
+/// would let through any request that sends an empty one, so it is refused, never
+/// taken as "no token".
+fn check_server_token(token: Option<&str>) -> Result<()> {
+    let Some(token) = token else { return Ok(()) };
+    if token.trim().is_empty() {
+        bail!(
+            "the token is empty{}: an empty secret would open the server to anyone. Set a \
+             real secret with --token (or TUNER_TOKEN), or unset TUNER_TOKEN to run without one",
+            if token.is_empty() {
+                ""
+            } else {
+                " (only white space)"
+            }
+        );
+    }
+    if token.chars().count() < SHORT_TOKEN {
+        eprintln!(
+            "warning: the token has fewer than {SHORT_TOKEN} characters and could be guessed; \
+             use a long random secret (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn doc_format(path: &std::path::Path) -> (SpecFormat, DocFormat) {
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => (SpecFormat::Json, DocFormat::Json),
@@ -340,9 +388,11 @@ async fn run(cli: Cli) -> Result<()> {
             allow_no_token,
             data_dir,
         } => {
-            if !(lease_seconds.is_finite() && lease_seconds > 0.0) {
-                bail!("--lease-seconds must be a positive number");
-            }
+            let lease = lease_duration(lease_seconds)?;
+            // A set-but-empty TUNER_TOKEN counts as a (blank) token, whatever clap
+            // makes of it: refused below, never read as "no token".
+            let env_token = std::env::var("TUNER_TOKEN").ok();
+            check_server_token(cli.token.as_deref().or(env_token.as_deref()))?;
             if !addr.ip().is_loopback() && cli.token.is_none() && !allow_no_token {
                 bail!(
                     "refusing to listen on {addr} without a token: anyone who can reach it could \
@@ -354,7 +404,7 @@ async fn run(cli: Cli) -> Result<()> {
                 addr,
                 &db,
                 ServerConfig {
-                    lease: Duration::from_secs_f64(lease_seconds),
+                    lease,
                     max_body_bytes,
                     token: cli.token.clone(),
                 },

@@ -159,7 +159,36 @@ fn print_confusion(cm: &ConfusionMatrix) {
     }
 }
 
+/// Fails now, not after the training, if `--save` cannot be written: the folder must
+/// exist and take a file.
+fn check_save_path(path: &std::path::Path) -> Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        bail!(
+            "cannot save to {}: the folder {} does not exist (create it first)",
+            path.display(),
+            folder.display()
+        );
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("cannot save to {}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 pub fn train(args: TrainArgs) -> Result<()> {
+    if let Some(path) = &args.save {
+        check_save_path(path)?;
+    }
     let config = match &args.config {
         Some(path) => read_config(path)?,
         None => CnnConfig::default(),

@@ -32,6 +32,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     let (spec_format, doc_format) = doc_format(&args.file);
     let spec = parse_spec(&text, spec_format).map_err(|e| report_problems(&args.file, e))?;
     let builtin = spec.trainer.kind == TrainerKind::FashionMnistCnn;
+    let lease = crate::lease_duration(args.lease_seconds)?;
     if builtin {
         // Fail before starting anything if the data is missing.
         tuner_train::data::FashionMnist::load(args.data_dir.as_deref())
@@ -41,7 +42,6 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     let store = SqliteStore::open(&args.db)
         .await
         .with_context(|| format!("cannot open the database {}", args.db.display()))?;
-    let lease = Duration::from_secs_f64(args.lease_seconds);
     let state = AppState::new(
         Arc::new(store.clone()),
         ServerConfig {

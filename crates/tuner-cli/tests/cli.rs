@@ -684,6 +684,94 @@ fn tokens_are_required_when_set_and_open_addresses_need_one() {
     );
 }
 
+#[test]
+fn blank_tokens_and_absurd_leases_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |env_token: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        match env_token {
+            Some(t) => cmd.env("TUNER_TOKEN", t),
+            None => cmd.env_remove("TUNER_TOKEN"),
+        };
+        cmd.arg("serve")
+            .args(args)
+            .arg("--db")
+            .arg(dir.path().join("t.db"))
+            .output()
+            .unwrap()
+    };
+    // An empty secret, by flag or environment, on loopback or an open address: refused
+    // before anything binds (an empty bearer would have matched it).
+    for (env_token, args) in [
+        (None, &["--addr", "0.0.0.0:0", "--token", ""][..]),
+        (None, &["--addr", "127.0.0.1:0", "--token", "   "][..]),
+        (Some(""), &["--addr", "0.0.0.0:0"][..]),
+        (Some(""), &["--addr", "0.0.0.0:0", "--allow-no-token"][..]),
+    ] {
+        let out = serve(env_token, args);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(
+            stderr(&out).contains("the token is empty"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Leases: bounded, with a message instead of a panic or an empty expiry.
+    for bad in ["1e300", "1e17", "700000", "0", "-3", "NaN", "inf"] {
+        let flag = format!("--lease-seconds={bad}");
+        let out = serve(None, &["--addr", "127.0.0.1:0", &flag]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--lease-seconds"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn train_checks_where_it_saves_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("missing").join("model.safetensors");
+    let out = Command::new(BIN)
+        .args(["train", "--epochs", "50", "--save"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    // Refused up front (the message of a failed save after 50 epochs of training
+    // would be the safetensors writer's).
+    assert!(!target.exists());
+}
+
+#[test]
+fn a_short_token_starts_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .env_remove("TUNER_TOKEN")
+        .args(["serve", "--addr", "127.0.0.1:0", "--token", "short", "--db"])
+        .arg(dir.path().join("t.db"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let listening = line.contains("listening on");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("could be guessed")),
+        "{seen:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trials_watch_follows_a_study_until_it_ends() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,6 +80,9 @@ struct Inner {
     /// and the reaper's update of the in-memory history (which would then overwrite
     /// the newer "running" with its older "pending").
     reaping: tokio::sync::RwLock<()>,
+    /// The last importance answer per study, with the fingerprint of the finished
+    /// trials it was computed from (a GP fit takes seconds on a large study).
+    importance: Mutex<HashMap<StudyId, (u64, Arc<tuner_api::Importance>)>>,
 }
 
 /// A cached study record and a generation counter: a load that started before the
@@ -102,6 +105,7 @@ impl AppState {
                 studies: Mutex::default(),
                 next_expiry: AtomicI64::new(i64::MIN),
                 reaping: tokio::sync::RwLock::new(()),
+                importance: Mutex::default(),
             }),
         }
     }
@@ -190,6 +194,11 @@ impl AppState {
             .remove(&id);
         self.inner
             .ask_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.inner
+            .importance
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);

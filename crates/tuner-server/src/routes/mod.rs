@@ -33,6 +33,10 @@ pub(crate) enum LeaseRefusals {
     /// Malformed request; `details` names each problem
     #[response(status = 422)]
     Invalid(tuner_api::ErrorBody),
+    /// The database could not store the change (e.g. a full disk); nothing changed:
+    /// retry after `Retry-After` seconds
+    #[response(status = 503)]
+    StorageUnavailable(tuner_api::ErrorBody),
 }
 
 /// What a request about one study may get when the study is missing or the request is
@@ -161,7 +165,9 @@ async fn require_token(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        // An empty secret never matches, even an empty one: a server configured with a
+        // blank token fails closed instead of open.
+        if given.trim().is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
             return Err(ApiError::Unauthorized(
                 "this server needs a token: send `Authorization: Bearer <token>` (tuner-cli: --token or TUNER_TOKEN)".into(),
             ));
@@ -260,7 +266,14 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 }
 
 /// Parses a numeric id from the path; anything else names no resource.
+/// An id from a path: plain decimal digits only, so one resource has one URL (`+1`,
+/// `01` or ` 1` name nothing).
 pub(crate) fn parse_id(kind: &str, raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .map_err(|_| ApiError::NotFound(format!("{kind} `{raw}` not found")))
+    let canonical = !raw.is_empty()
+        && raw.bytes().all(|b| b.is_ascii_digit())
+        && (raw == "0" || !raw.starts_with('0'));
+    canonical
+        .then(|| raw.parse::<i64>().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::NotFound(format!("{kind} `{raw}` not found")))
 }

@@ -517,7 +517,6 @@ pub async fn parameter_importance(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Importance>, ApiError> {
-    Ok(Json(
-        crate::scheduler::importance(&state, study_id(&id)?).await?,
-    ))
+    let answer = crate::scheduler::importance(&state, study_id(&id)?).await?;
+    Ok(Json(Importance::clone(&answer)))
 }
