@@ -448,3 +448,25 @@ fn absurd_sizes_are_refused() {
     };
     assert_eq!(problems[0].path, "parameters.c.values");
 }
+
+/// The documents shipped in `search-spaces/` stay valid as validation gets stricter.
+
+#[test]
+fn shipped_search_spaces_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../search-spaces");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => SpecFormat::Yaml,
+            Some("json") => SpecFormat::Json,
+            _ => continue,
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = parse_spec(&text, format) {
+            panic!("{}: {e}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "only {seen} files in {}", dir.display());
+}
