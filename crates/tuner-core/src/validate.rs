@@ -23,16 +23,25 @@ pub enum SpecFormat {
 }
 
 /// Parses and validates a search-space document.
+///
+/// Beyond what [`parse_spec_value`] checks, refuses what only the text shows: a key
+/// given twice in one map.
 pub fn parse_spec(text: &str, format: SpecFormat) -> Result<StudySpec, CoreError> {
-    let value: Value = match format {
-        SpecFormat::Json => serde_json::from_str(text).map_err(|e| {
-            CoreError::InvalidSpec(vec![Problem::new("", format!("not valid JSON: {e}"))])
-        })?,
-        SpecFormat::Yaml => serde_yaml_ng::from_str(text).map_err(|e| {
-            CoreError::InvalidSpec(vec![Problem::new("", format!("not valid YAML: {e}"))])
-        })?,
-    };
-    parse_spec_value(&value)
+    let (value, mut problems) =
+        crate::read::document(text, format).map_err(|p| CoreError::InvalidSpec(vec![p]))?;
+    let checked = parse_spec_value(&value);
+    if problems.is_empty() {
+        return checked;
+    }
+    if let Err(CoreError::InvalidSpec(found)) = checked {
+        // What reading found at a path says more than what validation then says there.
+        let more: Vec<Problem> = found
+            .into_iter()
+            .filter(|p| !problems.iter().any(|q| q.path == p.path))
+            .collect();
+        problems.extend(more);
+    }
+    Err(CoreError::InvalidSpec(problems))
 }
 
 /// Validates a document already read into a JSON tree.
@@ -55,7 +64,7 @@ struct Validator {
     problems: Vec<Problem>,
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {

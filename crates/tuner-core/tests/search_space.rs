@@ -470,3 +470,100 @@ fn shipped_search_spaces_validate() {
     }
     assert!(seen >= 4, "only {seen} files in {}", dir.display());
 }
+
+// ---------------------------------------------------------------------------
+// Defects found by an outside tester; each test failed before its fix.
+
+const HEAD_YAML: &str =
+    "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\n";
+const HEAD_JSON: &str = r#""version": 1, "name": "n", "objective": {"metric": "m", "direction": "maximize"}, "budget": {"max_trials": 5}"#;
+
+/// The problems of a document that must be refused.
+fn refused(doc: &str, format: SpecFormat) -> Vec<tuner_core::Problem> {
+    match parse_spec(doc, format) {
+        Ok(_) => panic!("accepted: {doc}"),
+        Err(CoreError::InvalidSpec(problems)) => problems,
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+/// A YAML document with the given `parameters:` body (indented lines).
+fn yaml_params(body: &str) -> String {
+    format!("{HEAD_YAML}parameters:\n{body}")
+}
+
+/// The problem at `path`, or a panic listing them all.
+fn at<'a>(problems: &'a [tuner_core::Problem], path: &str) -> &'a tuner_core::Problem {
+    problems
+        .iter()
+        .find(|p| p.path == path)
+        .unwrap_or_else(|| panic!("no problem at `{path}`: {problems:?}"))
+}
+
+#[test]
+fn duplicate_keys_are_refused_in_yaml_and_json() {
+    // (what, YAML, JSON, the path that must name the duplicate)
+    let cases = [
+        (
+            "parameter given twice",
+            yaml_params("  x: {type: float, min: 0, max: 1}\n  x: {type: float, min: 0, max: 2}\n"),
+            format!(
+                r#"{{{HEAD_JSON}, "parameters": {{"x": {{"type": "float", "min": 0, "max": 1}}, "x": {{"type": "float", "min": 0, "max": 2}}}}}}"#
+            ),
+            "parameters.x",
+        ),
+        (
+            "top-level name twice",
+            format!("{HEAD_YAML}name: other\nparameters: {{}}\n"),
+            format!(r#"{{{HEAD_JSON}, "name": "other", "parameters": {{}}}}"#),
+            "name",
+        ),
+        (
+            "min twice in one parameter",
+            yaml_params("  x: {type: float, min: 0, max: 1, min: 0.5}\n"),
+            format!(
+                r#"{{{HEAD_JSON}, "parameters": {{"x": {{"type": "float", "min": 0, "max": 1, "min": 0.5}}}}}}"#
+            ),
+            "parameters.x.min",
+        ),
+        (
+            "parent twice in a condition",
+            yaml_params(
+                "  a: {type: int, min: 1, max: 3}\n  b: {type: int, min: 1, max: 3, when: {a: 2, a: 3}}\n",
+            ),
+            format!(
+                r#"{{{HEAD_JSON}, "parameters": {{"a": {{"type": "int", "min": 1, "max": 3}}, "b": {{"type": "int", "min": 1, "max": 3, "when": {{"a": 2, "a": 3}}}}}}}}"#
+            ),
+            "parameters.b.when.a",
+        ),
+        (
+            "fixed value twice",
+            format!("{HEAD_YAML}parameters: {{}}\nfixed: {{pool_size: 1, pool_size: 2}}\n"),
+            format!(
+                r#"{{{HEAD_JSON}, "parameters": {{}}, "fixed": {{"pool_size": 1, "pool_size": 2}}}}"#
+            ),
+            "fixed.pool_size",
+        ),
+    ];
+    for (what, yaml, json, path) in &cases {
+        for (format, doc) in [(SpecFormat::Yaml, yaml), (SpecFormat::Json, json)] {
+            let problems = refused(doc, format);
+            let p = at(&problems, path);
+            assert!(
+                p.message.contains("more than once"),
+                "{what} ({format:?}): {problems:?}"
+            );
+            // The duplicate is the only thing wrong with these documents.
+            assert_eq!(problems.len(), 1, "{what} ({format:?}): {problems:?}");
+        }
+    }
+}
+
+#[test]
+fn duplicates_are_reported_alongside_other_problems() {
+    let doc =
+        yaml_params("  x: {type: float, min: 0, max: 1}\n  x: {type: float, min: 2, max: 1}\n");
+    let problems = refused(&doc, SpecFormat::Yaml);
+    at(&problems, "parameters.x");
+    at(&problems, "parameters.x.min");
+}
