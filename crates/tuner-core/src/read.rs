@@ -1,8 +1,10 @@
 //! Reading a document's text into a JSON tree, for JSON and YAML alike.
 //!
 //! Builds the same `serde_json::Value` that `serde_json::from_str` or
-//! `serde_yaml_ng::from_str` would, and also reports what those silently accept:
-//! a key given twice in one map (they keep the last value).
+//! `serde_yaml_ng::from_str` would, and also reports what those silently accept or
+//! leave unplaced: a key given twice in one map (they keep the last value), a number
+//! that is not finite (YAML's `.inf`, `.nan`; they become null), and the field the
+//! parser was reading when it stopped.
 
 use std::cell::RefCell;
 
@@ -32,13 +34,26 @@ pub(crate) fn document(text: &str, format: SpecFormat) -> Result<(Value, Vec<Pro
     };
     match read {
         Ok(value) => Ok((value, state.problems.into_inner())),
-        Err(message) => Err(Problem::new("", message)),
+        Err(message) => {
+            let path = state.failed_at.into_inner().unwrap_or_default();
+            // serde_yaml_ng starts its messages with the same path.
+            let message = match message.split_once(": ") {
+                Some((syntax, rest)) if !path.is_empty() => {
+                    let rest = rest.strip_prefix(&format!("{path}: ")).unwrap_or(rest);
+                    format!("{syntax}: {rest}")
+                }
+                _ => message,
+            };
+            Err(Problem::new(path, message))
+        }
     }
 }
 
 #[derive(Default)]
 struct State {
     problems: RefCell<Vec<Problem>>,
+    /// The innermost value being read when the parser failed.
+    failed_at: RefCell<Option<String>>,
 }
 
 /// The value at `path` (dotted, as validation problems write it).
@@ -51,7 +66,16 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(NodeVisitor(&self))
+        let read = deserializer.deserialize_any(NodeVisitor(&self));
+        if read.is_err() {
+            // Errors pass outward through every enclosing node; the first to see one is
+            // the innermost.
+            let mut failed_at = self.state.failed_at.borrow_mut();
+            if failed_at.is_none() {
+                *failed_at = Some(self.path);
+            }
+        }
+        read
     }
 }
 
@@ -95,7 +119,18 @@ impl<'de> Visitor<'de> for NodeVisitor<'_, '_> {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        match Number::from_f64(v) {
+            Some(n) => Ok(Value::Number(n)),
+            None => {
+                // serde_json's visitor turns these into null, which validation would
+                // then call a null; say what it was.
+                self.0.state.problems.borrow_mut().push(Problem::new(
+                    self.0.path.clone(),
+                    format!("must be a finite number, found {v}"),
+                ));
+                Ok(Value::Null)
+            }
+        }
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {

@@ -25,7 +25,8 @@ pub enum SpecFormat {
 /// Parses and validates a search-space document.
 ///
 /// Beyond what [`parse_spec_value`] checks, refuses what only the text shows: a key
-/// given twice in one map.
+/// given twice in one map, a number that is not finite; a syntax error is reported at
+/// the field the parser was reading, with its line and column.
 pub fn parse_spec(text: &str, format: SpecFormat) -> Result<StudySpec, CoreError> {
     let (value, mut problems) =
         crate::read::document(text, format).map_err(|p| CoreError::InvalidSpec(vec![p]))?;
@@ -181,7 +182,24 @@ impl Validator {
                 None
             }
             None => {
-                self.err(path, format!("expected a number, found {}", type_of(v)));
+                // YAML reads a number beyond f64 (`1e999`) as a string.
+                let hint = match v {
+                    Value::String(s)
+                        if s.parse::<f64>().is_ok_and(f64::is_infinite)
+                            && s.bytes()
+                                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+                    {
+                        format!(
+                            " (`{s}` would be out of the range of a 64-bit float, about ±{:e})",
+                            f64::MAX
+                        )
+                    }
+                    _ => String::new(),
+                };
+                self.err(
+                    path,
+                    format!("expected a number, found {}{hint}", type_of(v)),
+                );
                 None
             }
         }

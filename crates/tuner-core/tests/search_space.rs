@@ -178,7 +178,8 @@ fn enumerate_counts_conditional_configs_once() {
 
 /// Each malformed document, and a path that must be among the problems reported.
 const MALFORMED: &[(&str, &str, &str)] = &[
-    ("not yaml", "version: 1\nname: [unclosed\n", ""),
+    // A syntax error is placed at the field being read when the parser stopped.
+    ("not yaml", "version: 1\nname: [unclosed\n", "name"),
     ("not a map", "- 1\n- 2\n", ""),
     (
         "wrong version",
@@ -566,4 +567,39 @@ fn duplicates_are_reported_alongside_other_problems() {
     let problems = refused(&doc, SpecFormat::Yaml);
     at(&problems, "parameters.x");
     at(&problems, "parameters.x.min");
+}
+
+#[test]
+fn out_of_range_json_number_names_its_place() {
+    let doc = format!(
+        "{{{HEAD_JSON},\n \"parameters\": {{\n  \"x\": {{\"type\": \"float\", \"min\": 0, \"max\": 1e999}}}}}}"
+    );
+    let problems = refused(&doc, SpecFormat::Json);
+    let p = at(&problems, "parameters.x.max");
+    assert!(p.message.contains("line 3 column"), "{problems:?}");
+    assert!(p.message.contains("out of range"), "{problems:?}");
+}
+
+#[test]
+fn json_syntax_errors_name_the_enclosing_field() {
+    let doc = format!(
+        r#"{{{HEAD_JSON}, "parameters": {{"x": {{"type": "float" "min": 0, "max": 1}}}}}}"#
+    );
+    let problems = refused(&doc, SpecFormat::Json);
+    let p = at(&problems, "parameters.x");
+    assert!(p.message.contains("line 1 column"), "{problems:?}");
+}
+
+#[test]
+fn out_of_range_yaml_numbers_say_so() {
+    for bound in ["1e999", ".inf", "-.inf", ".nan"] {
+        let doc = yaml_params(&format!("  x: {{type: float, min: 0, max: {bound}}}\n"));
+        let problems = refused(&doc, SpecFormat::Yaml);
+        let p = at(&problems, "parameters.x.max");
+        assert!(
+            p.message.contains("finite") || p.message.contains("out of the range"),
+            "{bound}: {problems:?}"
+        );
+        assert_eq!(problems.len(), 1, "{bound}: {problems:?}");
+    }
 }
