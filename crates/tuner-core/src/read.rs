@@ -16,6 +16,9 @@ use crate::{Problem, SpecFormat, validate::join};
 /// The document as a JSON tree with the problems found while reading it, or the one
 /// problem that stopped the parser.
 pub(crate) fn document(text: &str, format: SpecFormat) -> Result<(Value, Vec<Problem>), Problem> {
+    // Editors on Windows may start a UTF-8 file with a byte-order mark; neither parser
+    // accepts one.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let state = State::default();
     let root = Node {
         state: &state,

@@ -22,7 +22,8 @@ pub enum SpecFormat {
     Yaml,
 }
 
-/// Parses and validates a search-space document.
+/// Parses and validates a search-space document (one leading UTF-8 byte-order mark is
+/// ignored).
 ///
 /// Beyond what [`parse_spec_value`] checks, refuses what only the text shows: a key
 /// given twice in one map, a number that is not finite; a syntax error is reported at

@@ -603,3 +603,17 @@ fn out_of_range_yaml_numbers_say_so() {
         assert_eq!(problems.len(), 1, "{bound}: {problems:?}");
     }
 }
+
+#[test]
+fn a_leading_byte_order_mark_is_ignored() {
+    let json = format!(
+        r#"{{{HEAD_JSON}, "parameters": {{"x": {{"type": "float", "min": 0, "max": 1}}}}}}"#
+    );
+    let yaml = yaml_params("  x: {type: float, min: 0, max: 1}\n");
+    for (format, doc) in [(SpecFormat::Json, json), (SpecFormat::Yaml, yaml)] {
+        let plain = parse_spec(&doc, format).unwrap();
+        let with_bom = parse_spec(&format!("\u{feff}{doc}"), format)
+            .unwrap_or_else(|e| panic!("{format:?} with a BOM: {e}"));
+        assert_eq!(plain, with_bom);
+    }
+}
