@@ -547,7 +547,11 @@ impl Domain {
                 ..
             } => Some(((max - min) / step + 1e-9).floor() as u64 + 1),
             Self::Float { step: None, .. } => None,
-            Self::Int { min, max, step, .. } => Some(((max - min) / step) as u64 + 1),
+            Self::Int { min, max, step, .. } => {
+                // In i128: a domain built by hand may span all of i64.
+                let gaps = (i128::from(*max) - i128::from(*min)) / i128::from(*step);
+                Some(u64::try_from(gaps).unwrap_or(u64::MAX).saturating_add(1))
+            }
             Self::Categorical { values } => Some(values.len() as u64),
         }
     }

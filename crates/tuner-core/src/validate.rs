@@ -61,6 +61,11 @@ pub fn parse_spec_value(doc: &Value) -> Result<StudySpec, CoreError> {
     }
 }
 
+/// The largest magnitude of an int parameter's bounds, and the most values it may
+/// have: the unit-cube encoding carries ints as f64 (`k = floor(u · n)`, `min + k · step`),
+/// and condition tests compare them as f64, which holds every integer only up to 2^53.
+const MAX_INT_BOUND: i64 = 1 << 53;
+
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
@@ -211,7 +216,12 @@ impl Validator {
             return Some(i);
         }
         match v.as_f64() {
-            Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Some(x as i64),
+            // Whole numbers written as floats (`1.0e6`); below 2^63, so `as` is exact.
+            Some(x) if x.fract() == 0.0 && x.abs() < 9.2e18 => Some(x as i64),
+            Some(x) if x.fract() == 0.0 => {
+                self.err(path, format!("{x:e} is too large for a 64-bit integer"));
+                None
+            }
             Some(x) => {
                 self.err(path, format!("expected an integer, found {x}"));
                 None
@@ -765,6 +775,17 @@ impl Validator {
         };
         let (min, max, log, step) = (min?, max?, log?, step?);
         let mut ok = true;
+        for (key, bound) in [("min", min), ("max", max)] {
+            if bound.unsigned_abs() > MAX_INT_BOUND.unsigned_abs() {
+                self.err(
+                    join(path, key),
+                    format!(
+                        "{bound} is beyond ±2^53 (±{MAX_INT_BOUND}): int parameters are sampled through 64-bit floats, which hold every integer only up to 2^53"
+                    ),
+                );
+                ok = false;
+            }
+        }
         if min >= max {
             self.err(
                 join(path, "min"),
@@ -779,15 +800,24 @@ impl Validator {
             );
             ok = false;
         }
+        // In i128, so that no width overflows.
+        let width = i128::from(max) - i128::from(min);
         if log && step != 1 {
             self.err(join(path, "step"), "step cannot be combined with log: true");
             ok = false;
-        } else if ok && step > max - min {
+        } else if ok && i128::from(step) > width {
             self.err(
                 join(path, "step"),
+                format!("step ({step}) is larger than the range max - min ({width})"),
+            );
+            ok = false;
+        } else if ok && !log && width / i128::from(step) + 1 > i128::from(MAX_INT_BOUND) {
+            // The sampler picks bucket floor(u · n) of n values, u an f64 in [0, 1).
+            self.err(
+                path,
                 format!(
-                    "step ({step}) is larger than the range max - min ({})",
-                    max - min
+                    "{min} to {max} in steps of {step} is {} values, more than the 2^53 ({MAX_INT_BOUND}) the sampler can tell apart; narrow the range or use a larger step",
+                    width / i128::from(step) + 1
                 ),
             );
             ok = false;

@@ -617,3 +617,55 @@ fn a_leading_byte_order_mark_is_ignored() {
         assert_eq!(plain, with_bom);
     }
 }
+
+#[test]
+fn int_bounds_beyond_2_pow_53_are_refused_without_overflow() {
+    // The whole i64 range: both bounds are named, and no width is computed by wrapping.
+    let doc =
+        yaml_params("  n: {type: int, min: -9223372036854775808, max: 9223372036854775807}\n");
+    let problems = refused(&doc, SpecFormat::Yaml);
+    for path in ["parameters.n.min", "parameters.n.max"] {
+        assert!(
+            at(&problems, path).message.contains("9007199254740992"),
+            "{problems:?}"
+        );
+    }
+    assert!(
+        problems.iter().all(|p| !p.message.contains("(-1)")),
+        "{problems:?}"
+    );
+
+    // Past the limit, written as an integer or as a float; past i64 altogether.
+    for (max, says) in [
+        ("9007199254740993", "2^53"),
+        ("1.0e16", "2^53"),
+        ("10000000000000000000", "too large"),
+        ("1.0e19", "too large"),
+    ] {
+        let doc = yaml_params(&format!("  n: {{type: int, min: 0, max: {max}}}\n"));
+        let problems = refused(&doc, SpecFormat::Yaml);
+        assert!(
+            at(&problems, "parameters.n.max").message.contains(says),
+            "{max}: {problems:?}"
+        );
+    }
+    // A range with more values than the sampler's 2^53 buckets.
+    let doc = yaml_params("  n: {type: int, min: -9007199254740992, max: 9007199254740992}\n");
+    let problems = refused(&doc, SpecFormat::Yaml);
+    assert!(
+        at(&problems, "parameters.n").message.contains("2^53"),
+        "{problems:?}"
+    );
+
+    // Right at the limit is fine, and its ends can be drawn.
+    for body in [
+        "  n: {type: int, min: 1, max: 9007199254740992}\n",
+        "  n: {type: int, min: -9007199254740992, max: -1}\n",
+    ] {
+        let spec = parse(&yaml_params(body)).unwrap();
+        let d = &spec.parameters.get("n").unwrap().domain;
+        for u in [0.0, 0.5, 1.0 - f64::EPSILON / 2.0] {
+            assert!(d.contains(&d.decode(u)), "{body} at {u}");
+        }
+    }
+}
