@@ -722,6 +722,19 @@ impl Validator {
             );
             ok = false;
         }
+        // Drawn as min + u·(max - min): that width must be a number.
+        if ok && !(max - min).is_finite() {
+            self.err(
+                path,
+                format!(
+                    "the range from {} to {} is too wide: max - min overflows a 64-bit float (largest {}), so values could not be drawn across it; narrow it",
+                    num(min),
+                    num(max),
+                    num(f64::MAX)
+                ),
+            );
+            ok = false;
+        }
         if let Some(s) = step {
             if log {
                 self.err(join(path, "step"), "step cannot be combined with log: true");
@@ -1111,6 +1124,16 @@ impl Validator {
             }
         }
         ok.then_some(out)
+    }
+}
+
+/// A number for a message: plain when short, in exponent form when very large or small
+/// (`1.7e308` rather than 309 digits).
+fn num(x: f64) -> String {
+    if x != 0.0 && !(1e-4..1e15).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
     }
 }
 

@@ -669,3 +669,20 @@ fn int_bounds_beyond_2_pow_53_are_refused_without_overflow() {
         }
     }
 }
+
+#[test]
+fn float_ranges_wider_than_f64_are_refused() {
+    let doc = yaml_params("  x: {type: float, min: -1.7e308, max: 1.7e308}\n");
+    let problems = refused(&doc, SpecFormat::Yaml);
+    assert!(
+        at(&problems, "parameters.x").message.contains("overflow"),
+        "{problems:?}"
+    );
+    // As wide as f64 allows is fine, and samples more than the maximum.
+    let spec = parse(&yaml_params(
+        "  x: {type: float, min: -8.0e307, max: 8.0e307}\n",
+    ))
+    .unwrap();
+    let d = &spec.parameters.get("x").unwrap().domain;
+    assert_eq!(d.decode(0.5), ParamValue::Float(0.0));
+}
