@@ -754,6 +754,33 @@ impl Validator {
                     "step is so small the grid has more than 1e9 points; drop step for a continuous parameter",
                 );
                 ok = false;
+            } else if ok {
+                let grid = Domain::Float {
+                    min,
+                    max,
+                    log,
+                    step: Some(s),
+                };
+                let end = min.abs().max(max.abs());
+                let gap = if end.next_up().is_finite() {
+                    end.next_up() - end
+                } else {
+                    end - end.next_down()
+                };
+                // Rounding in min + k·step is a few gaps; far below a step, every point
+                // is its own value. Closer to the gap, the grid is checked point by point.
+                if s < gap * 8_388_608.0 && !grid_is_faithful(&grid) {
+                    self.err(
+                        join(path, "step"),
+                        format!(
+                            "step ({}) is too fine for values this large: near {} 64-bit floats are {} apart, so the grid's points cannot all be told apart; use a larger step, or drop step",
+                            num(s),
+                            num(end),
+                            num(gap)
+                        ),
+                    );
+                    ok = false;
+                }
             }
         }
         ok.then_some(Domain::Float {
@@ -1125,6 +1152,36 @@ impl Validator {
         }
         ok.then_some(out)
     }
+}
+
+/// Whether every point of a float grid is a value of its own, as the sampler makes it:
+/// distinct from its neighbours, inside the domain, decoded from its own bucket and
+/// encoded back to it. Checks the first and last points, where the ends lie (doubles
+/// are sparsest at one of them).
+fn grid_is_faithful(grid: &Domain) -> bool {
+    const EDGE: u64 = 256;
+    let Some(n) = grid.grid_len() else {
+        return true;
+    };
+    let ks = (0..n.min(EDGE)).chain(n.saturating_sub(EDGE).max(EDGE)..n);
+    let mut previous: Option<(u64, f64)> = None;
+    for k in ks {
+        let value = grid.grid_value(k);
+        let Some(x) = value.as_f64() else {
+            return false;
+        };
+        let bucket = (k as f64 + 0.5) / n as f64;
+        let round_trip = grid.encode(&value).map(|u| grid.decode(u));
+        if !grid.contains(&value)
+            || grid.decode(bucket) != value
+            || round_trip.as_ref() != Some(&value)
+            || previous.is_some_and(|(j, before)| j + 1 == k && before >= x)
+        {
+            return false;
+        }
+        previous = Some((k, x));
+    }
+    true
 }
 
 /// A number for a message: plain when short, in exponent form when very large or small

@@ -686,3 +686,68 @@ fn float_ranges_wider_than_f64_are_refused() {
     let d = &spec.parameters.get("x").unwrap().domain;
     assert_eq!(d.decode(0.5), ParamValue::Float(0.0));
 }
+
+#[test]
+fn float_grids_finer_than_f64_are_refused() {
+    // Around 1e17 doubles are 16 apart: a step of 1 claims 65 values that do not exist.
+    for body in [
+        "  x: {type: float, min: 1.0e17, max: 100000000000000064, step: 1}\n",
+        "  x: {type: float, min: 1.0e17, max: 100000000000000064, step: 24}\n",
+        "  x: {type: float, min: -100000000000000064, max: -1.0e17, step: 1}\n",
+        // 1.5 is between two spacings (2 apart at 1e16): the points round off the grid.
+        "  x: {type: float, min: 1.0e16, max: 1.00000001e16, step: 1.5}\n",
+    ] {
+        let problems = refused(&yaml_params(body), SpecFormat::Yaml);
+        let p = at(&problems, "parameters.x.step");
+        assert!(p.message.contains("apart"), "{body}: {problems:?}");
+    }
+}
+
+/// Every value of a float grid is distinct, inside the domain, and survives the unit cube.
+fn assert_faithful_grid(body: &str, expected_len: u64) {
+    let spec = parse(&yaml_params(body)).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let d = &spec.parameters.get("x").unwrap().domain;
+    let n = d.grid_len().unwrap();
+    assert_eq!(n, expected_len, "{body}");
+    let values: Vec<ParamValue> = (0..n).map(|k| d.grid_value(k)).collect();
+    for (k, v) in values.iter().enumerate() {
+        assert!(d.contains(v), "{body}: value {k} = {v} not in the domain");
+        let u = (k as f64 + 0.5) / n as f64;
+        assert_eq!(&d.decode(u), v, "{body}: decode of bucket {k}");
+        assert_eq!(
+            &d.decode(d.encode(v).unwrap()),
+            v,
+            "{body}: round trip of {v}"
+        );
+        if k > 0 {
+            assert!(values[k - 1].as_f64() < v.as_f64(), "{body}: {k} repeats");
+        }
+    }
+}
+
+#[test]
+fn float_grids_at_any_magnitude_sample_every_point() {
+    // Coarse enough for doubles at 1e17 (16 apart).
+    assert_faithful_grid(
+        "  x: {type: float, min: 1.0e17, max: 100000000000000064, step: 16}\n",
+        5,
+    );
+    // Near the top of the f64 range (x·1e12 would overflow).
+    assert_faithful_grid(
+        "  x: {type: float, min: 0, max: 1.0e300, step: 1.0e299}\n",
+        11,
+    );
+    // Far below 1e-12.
+    assert_faithful_grid(
+        "  x: {type: float, min: 0, max: 1.0e-15, step: 1.0e-16}\n",
+        11,
+    );
+    // The ordinary case keeps its tidy decimals.
+    assert_faithful_grid("  x: {type: float, min: 0, max: 0.9, step: 0.1}\n", 10);
+    let spec = parse(&yaml_params(
+        "  x: {type: float, min: 0, max: 0.9, step: 0.1}\n",
+    ))
+    .unwrap();
+    let d = &spec.parameters.get("x").unwrap().domain;
+    assert_eq!(d.grid_value(3), ParamValue::Float(0.3));
+}
