@@ -994,6 +994,24 @@ impl Validator {
                     .condition_value(&path, scalar, parent, parent_domain)
                     .map(|v| ConditionTest::OneOf(vec![v])),
             };
+            if let Some(test @ ConditionTest::Range { min, max }) = &parsed
+                && !can_hold(test, parent_domain)
+            {
+                let wanted = match (min, max) {
+                    (Some(lo), Some(hi)) => format!("in [{}, {}]", num(*lo), num(*hi)),
+                    (Some(lo), None) => format!("≥ {}", num(*lo)),
+                    (None, Some(hi)) => format!("≤ {}", num(*hi)),
+                    (None, None) => String::new(),
+                };
+                self.err(
+                    &path,
+                    format!(
+                        "the condition can never hold: {}, none of them {wanted}",
+                        values_of(parent, parent_domain)
+                    ),
+                );
+                continue;
+            }
             if let Some(test) = parsed {
                 out.push(Condition {
                     parent: parent.clone(),
@@ -1151,6 +1169,66 @@ impl Validator {
             }
         }
         ok.then_some(out)
+    }
+}
+
+/// Whether some value of `domain` passes a range test (any other test: true).
+fn can_hold(test: &ConditionTest, domain: &Domain) -> bool {
+    let ConditionTest::Range { min: lo, max: hi } = test else {
+        return true;
+    };
+    let (first, step) = match domain {
+        Domain::Categorical { values } => return values.iter().any(|v| test.holds(v)),
+        Domain::Float {
+            min,
+            max,
+            step: None,
+            ..
+        } => return lo.is_none_or(|lo| lo <= *max) && hi.is_none_or(|hi| hi >= *min),
+        Domain::Float {
+            min,
+            step: Some(step),
+            ..
+        } => (*min, *step),
+        Domain::Int { min, step, .. } => (*min as f64, *step as f64),
+    };
+    // On a grid, the first point ≥ lo is next to point floor((lo - min) / step);
+    // test that one and its neighbours as the sampler makes them.
+    let Some(n) = domain.grid_len() else {
+        return true;
+    };
+    let last = n.saturating_sub(1);
+    let k = lo.map_or(0.0, |lo| ((lo - first) / step).floor());
+    let k = k.clamp(0.0, last as f64) as u64;
+    (k.saturating_sub(1)..=(k + 1).min(last)).any(|k| test.holds(&domain.grid_value(k)))
+}
+
+/// What values a parent takes, for a message.
+fn values_of(parent: &str, domain: &Domain) -> String {
+    match domain {
+        Domain::Float { min, max, step, .. } => {
+            let steps = step.map_or(String::new(), |s| format!(" in steps of {}", num(s)));
+            format!(
+                "`{parent}` takes values from {} to {}{steps}",
+                num(*min),
+                num(*max)
+            )
+        }
+        Domain::Int { min, max, step, .. } => {
+            let steps = if *step == 1 {
+                String::new()
+            } else {
+                format!(" in steps of {step}")
+            };
+            format!("`{parent}` takes values from {min} to {max}{steps}")
+        }
+        Domain::Categorical { values } => {
+            let mut listed: Vec<String> = values.iter().take(10).map(ToString::to_string).collect();
+            if values.len() > 10 {
+                listed.push("…".into());
+            }
+            format!("`{parent}`'s values are {}", listed.join(", "))
+        }
     }
 }
 

@@ -751,3 +751,44 @@ fn float_grids_at_any_magnitude_sample_every_point() {
     let d = &spec.parameters.get("x").unwrap().domain;
     assert_eq!(d.grid_value(3), ParamValue::Float(0.3));
 }
+
+#[test]
+fn range_conditions_that_can_never_hold_are_refused() {
+    let parents = "  x: {type: float, min: 0, max: 1}\n  g: {type: int, min: 0, max: 10, step: 5}\n  f: {type: float, min: 0, max: 0.9, step: 0.3}\n  k: {type: categorical, values: [3, 5]}\n";
+    for (cond, path) in [
+        ("{x: {min: 5}}", "parameters.y.when.x"),
+        ("{x: {max: -1}}", "parameters.y.when.x"),
+        ("{x: {min: 2, max: 3}}", "parameters.y.when.x"),
+        ("{x: {min: 0.8, max: 0.2}}", "parameters.y.when.x"),
+        ("{g: {min: 1, max: 4}}", "parameters.y.when.g"),
+        ("{g: {min: 11}}", "parameters.y.when.g"),
+        ("{f: {min: 0.31, max: 0.59}}", "parameters.y.when.f"),
+        ("{k: {min: 6}}", "parameters.y.when.k"),
+        ("{k: {min: 3.5, max: 4.5}}", "parameters.y.when.k"),
+    ] {
+        let doc = yaml_params(&format!(
+            "{parents}  y: {{type: float, min: 0, max: 1, when: {cond}}}\n"
+        ));
+        let problems = refused(&doc, SpecFormat::Yaml);
+        let p = at(&problems, path);
+        assert!(p.message.contains("never hold"), "{cond}: {problems:?}");
+        assert_eq!(problems.len(), 1, "{cond}: {problems:?}");
+    }
+    // Conditions that hold somewhere, if only at an end or on one grid point.
+    for cond in [
+        "{x: {min: 1}}",
+        "{x: {max: 0}}",
+        "{x: {min: -5, max: 0.5}}",
+        "{g: {min: 5, max: 5}}",
+        "{g: {min: 9}}",
+        "{f: {min: 0.3, max: 0.3}}",
+        "{f: {min: 0.9}}",
+        "{k: {min: 5}}",
+        "{k: {max: 3}}",
+    ] {
+        let doc = yaml_params(&format!(
+            "{parents}  y: {{type: float, min: 0, max: 1, when: {cond}}}\n"
+        ));
+        parse(&doc).unwrap_or_else(|e| panic!("{cond}: {e}"));
+    }
+}
