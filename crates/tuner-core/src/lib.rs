@@ -11,6 +11,7 @@ pub mod cnn;
 mod error;
 mod ids;
 mod params;
+mod read;
 pub mod space;
 mod state;
 mod validate;

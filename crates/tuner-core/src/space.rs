@@ -447,7 +447,7 @@ impl Domain {
                 if let Some(step) = step {
                     let n = self.grid_len().unwrap_or(1);
                     let k = ((u * n as f64) as u64).min(n - 1);
-                    return ParamValue::Float(snap(min + k as f64 * step, *min, *max));
+                    return ParamValue::Float(snap(min + k as f64 * step, *min, *max, *step));
                 }
                 let x = if *log {
                     (min.ln() + u * (max.ln() - min.ln())).exp()
@@ -545,9 +545,13 @@ impl Domain {
                 max,
                 step: Some(step),
                 ..
-            } => Some(((max - min) / step + 1e-9).floor() as u64 + 1),
+            } => Some((((max - min) / step + 1e-9).floor() as u64).saturating_add(1)),
             Self::Float { step: None, .. } => None,
-            Self::Int { min, max, step, .. } => Some(((max - min) / step) as u64 + 1),
+            Self::Int { min, max, step, .. } => {
+                // In i128: a domain built by hand may span all of i64.
+                let gaps = (i128::from(*max) - i128::from(*min)) / i128::from(*step);
+                Some(u64::try_from(gaps).unwrap_or(u64::MAX).saturating_add(1))
+            }
             Self::Categorical { values } => Some(values.len() as u64),
         }
     }
@@ -556,7 +560,8 @@ impl Domain {
     pub fn grid_value(&self, k: u64) -> ParamValue {
         match self {
             Self::Float { min, max, step, .. } => {
-                ParamValue::Float(snap(min + k as f64 * step.unwrap_or(0.0), *min, *max))
+                let step = step.unwrap_or(0.0);
+                ParamValue::Float(snap(min + k as f64 * step, *min, *max, step))
             }
             Self::Int { min, step, .. } => ParamValue::Int(min + k as i64 * step),
             Self::Categorical { values } => values[k as usize].clone(),
@@ -585,8 +590,22 @@ impl Domain {
     }
 }
 
-/// Rounds away float noise from `min + k * step` (0.1 + 2 * 0.1 = 0.30000000000000004).
-fn snap(x: f64, min: f64, max: f64) -> f64 {
-    let rounded = (x * 1e12).round() / 1e12;
-    rounded.clamp(min, max)
+/// Rounds away float noise from `min + k * step` (0.1 + 2 * 0.1 = 0.30000000000000004)
+/// by rounding to 12 decimal places, where that moves the value by a negligible part of
+/// a step: not for steps finer than that, nor for values too large to have decimals
+/// (where `x * 1e12` could also overflow).
+fn snap(x: f64, min: f64, max: f64, step: f64) -> f64 {
+    const NO_FRACTION: f64 = 4_503_599_627_370_496.0; // 2^52
+    let scaled = x * 1e12;
+    let rounded = if scaled.abs() < NO_FRACTION {
+        scaled.round() / 1e12
+    } else {
+        x
+    };
+    let snapped = if (rounded - x).abs() <= step * 1e-9 {
+        rounded
+    } else {
+        x
+    };
+    snapped.clamp(min, max)
 }

@@ -22,17 +22,28 @@ pub enum SpecFormat {
     Yaml,
 }
 
-/// Parses and validates a search-space document.
+/// Parses and validates a search-space document (one leading UTF-8 byte-order mark is
+/// ignored).
+///
+/// Beyond what [`parse_spec_value`] checks, refuses what only the text shows: a key
+/// given twice in one map, a number that is not finite; a syntax error is reported at
+/// the field the parser was reading, with its line and column.
 pub fn parse_spec(text: &str, format: SpecFormat) -> Result<StudySpec, CoreError> {
-    let value: Value = match format {
-        SpecFormat::Json => serde_json::from_str(text).map_err(|e| {
-            CoreError::InvalidSpec(vec![Problem::new("", format!("not valid JSON: {e}"))])
-        })?,
-        SpecFormat::Yaml => serde_yaml_ng::from_str(text).map_err(|e| {
-            CoreError::InvalidSpec(vec![Problem::new("", format!("not valid YAML: {e}"))])
-        })?,
-    };
-    parse_spec_value(&value)
+    let (value, mut problems) =
+        crate::read::document(text, format).map_err(|p| CoreError::InvalidSpec(vec![p]))?;
+    let checked = parse_spec_value(&value);
+    if problems.is_empty() {
+        return checked;
+    }
+    if let Err(CoreError::InvalidSpec(found)) = checked {
+        // What reading found at a path says more than what validation then says there.
+        let more: Vec<Problem> = found
+            .into_iter()
+            .filter(|p| !problems.iter().any(|q| q.path == p.path))
+            .collect();
+        problems.extend(more);
+    }
+    Err(CoreError::InvalidSpec(problems))
 }
 
 /// Validates a document already read into a JSON tree.
@@ -50,12 +61,17 @@ pub fn parse_spec_value(doc: &Value) -> Result<StudySpec, CoreError> {
     }
 }
 
+/// The largest magnitude of an int parameter's bounds, and the most values it may
+/// have: the unit-cube encoding carries ints as f64 (`k = floor(u · n)`, `min + k · step`),
+/// and condition tests compare them as f64, which holds every integer only up to 2^53.
+const MAX_INT_BOUND: i64 = 1 << 53;
+
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -172,7 +188,24 @@ impl Validator {
                 None
             }
             None => {
-                self.err(path, format!("expected a number, found {}", type_of(v)));
+                // YAML reads a number beyond f64 (`1e999`) as a string.
+                let hint = match v {
+                    Value::String(s)
+                        if s.parse::<f64>().is_ok_and(f64::is_infinite)
+                            && s.bytes()
+                                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+                    {
+                        format!(
+                            " (`{s}` would be out of the range of a 64-bit float, about ±{:e})",
+                            f64::MAX
+                        )
+                    }
+                    _ => String::new(),
+                };
+                self.err(
+                    path,
+                    format!("expected a number, found {}{hint}", type_of(v)),
+                );
                 None
             }
         }
@@ -183,7 +216,12 @@ impl Validator {
             return Some(i);
         }
         match v.as_f64() {
-            Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Some(x as i64),
+            // Whole numbers written as floats (`1.0e6`); below 2^63, so `as` is exact.
+            Some(x) if x.fract() == 0.0 && x.abs() < 9.2e18 => Some(x as i64),
+            Some(x) if x.fract() == 0.0 => {
+                self.err(path, format!("{x:e} is too large for a 64-bit integer"));
+                None
+            }
             Some(x) => {
                 self.err(path, format!("expected an integer, found {x}"));
                 None
@@ -684,6 +722,19 @@ impl Validator {
             );
             ok = false;
         }
+        // Drawn as min + u·(max - min): that width must be a number.
+        if ok && !(max - min).is_finite() {
+            self.err(
+                path,
+                format!(
+                    "the range from {} to {} is too wide: max - min overflows a 64-bit float (largest {}), so values could not be drawn across it; narrow it",
+                    num(min),
+                    num(max),
+                    num(f64::MAX)
+                ),
+            );
+            ok = false;
+        }
         if let Some(s) = step {
             if log {
                 self.err(join(path, "step"), "step cannot be combined with log: true");
@@ -703,6 +754,33 @@ impl Validator {
                     "step is so small the grid has more than 1e9 points; drop step for a continuous parameter",
                 );
                 ok = false;
+            } else if ok {
+                let grid = Domain::Float {
+                    min,
+                    max,
+                    log,
+                    step: Some(s),
+                };
+                let end = min.abs().max(max.abs());
+                let gap = if end.next_up().is_finite() {
+                    end.next_up() - end
+                } else {
+                    end - end.next_down()
+                };
+                // Rounding in min + k·step is a few gaps; far below a step, every point
+                // is its own value. Closer to the gap, the grid is checked point by point.
+                if s < gap * 8_388_608.0 && !grid_is_faithful(&grid) {
+                    self.err(
+                        join(path, "step"),
+                        format!(
+                            "step ({}) is too fine for values this large: near {} 64-bit floats are {} apart, so the grid's points cannot all be told apart; use a larger step, or drop step",
+                            num(s),
+                            num(end),
+                            num(gap)
+                        ),
+                    );
+                    ok = false;
+                }
             }
         }
         ok.then_some(Domain::Float {
@@ -737,6 +815,17 @@ impl Validator {
         };
         let (min, max, log, step) = (min?, max?, log?, step?);
         let mut ok = true;
+        for (key, bound) in [("min", min), ("max", max)] {
+            if bound.unsigned_abs() > MAX_INT_BOUND.unsigned_abs() {
+                self.err(
+                    join(path, key),
+                    format!(
+                        "{bound} is beyond ±2^53 (±{MAX_INT_BOUND}): int parameters are sampled through 64-bit floats, which hold every integer only up to 2^53"
+                    ),
+                );
+                ok = false;
+            }
+        }
         if min >= max {
             self.err(
                 join(path, "min"),
@@ -751,15 +840,24 @@ impl Validator {
             );
             ok = false;
         }
+        // In i128, so that no width overflows.
+        let width = i128::from(max) - i128::from(min);
         if log && step != 1 {
             self.err(join(path, "step"), "step cannot be combined with log: true");
             ok = false;
-        } else if ok && step > max - min {
+        } else if ok && i128::from(step) > width {
             self.err(
                 join(path, "step"),
+                format!("step ({step}) is larger than the range max - min ({width})"),
+            );
+            ok = false;
+        } else if ok && !log && width / i128::from(step) + 1 > i128::from(MAX_INT_BOUND) {
+            // The sampler picks bucket floor(u · n) of n values, u an f64 in [0, 1).
+            self.err(
+                path,
                 format!(
-                    "step ({step}) is larger than the range max - min ({})",
-                    max - min
+                    "{min} to {max} in steps of {step} is {} values, more than the 2^53 ({MAX_INT_BOUND}) the sampler can tell apart; narrow the range or use a larger step",
+                    width / i128::from(step) + 1
                 ),
             );
             ok = false;
@@ -896,6 +994,24 @@ impl Validator {
                     .condition_value(&path, scalar, parent, parent_domain)
                     .map(|v| ConditionTest::OneOf(vec![v])),
             };
+            if let Some(test @ ConditionTest::Range { min, max }) = &parsed
+                && !can_hold(test, parent_domain)
+            {
+                let wanted = match (min, max) {
+                    (Some(lo), Some(hi)) => format!("in [{}, {}]", num(*lo), num(*hi)),
+                    (Some(lo), None) => format!("≥ {}", num(*lo)),
+                    (None, Some(hi)) => format!("≤ {}", num(*hi)),
+                    (None, None) => String::new(),
+                };
+                self.err(
+                    &path,
+                    format!(
+                        "the condition can never hold: {}, none of them {wanted}",
+                        values_of(parent, parent_domain)
+                    ),
+                );
+                continue;
+            }
             if let Some(test) = parsed {
                 out.push(Condition {
                     parent: parent.clone(),
@@ -1053,6 +1169,106 @@ impl Validator {
             }
         }
         ok.then_some(out)
+    }
+}
+
+/// Whether some value of `domain` passes a range test (any other test: true).
+fn can_hold(test: &ConditionTest, domain: &Domain) -> bool {
+    let ConditionTest::Range { min: lo, max: hi } = test else {
+        return true;
+    };
+    let (first, step) = match domain {
+        Domain::Categorical { values } => return values.iter().any(|v| test.holds(v)),
+        Domain::Float {
+            min,
+            max,
+            step: None,
+            ..
+        } => return lo.is_none_or(|lo| lo <= *max) && hi.is_none_or(|hi| hi >= *min),
+        Domain::Float {
+            min,
+            step: Some(step),
+            ..
+        } => (*min, *step),
+        Domain::Int { min, step, .. } => (*min as f64, *step as f64),
+    };
+    // On a grid, the first point ≥ lo is next to point floor((lo - min) / step);
+    // test that one and its neighbours as the sampler makes them.
+    let Some(n) = domain.grid_len() else {
+        return true;
+    };
+    let last = n.saturating_sub(1);
+    let k = lo.map_or(0.0, |lo| ((lo - first) / step).floor());
+    let k = k.clamp(0.0, last as f64) as u64;
+    (k.saturating_sub(1)..=(k + 1).min(last)).any(|k| test.holds(&domain.grid_value(k)))
+}
+
+/// What values a parent takes, for a message.
+fn values_of(parent: &str, domain: &Domain) -> String {
+    match domain {
+        Domain::Float { min, max, step, .. } => {
+            let steps = step.map_or(String::new(), |s| format!(" in steps of {}", num(s)));
+            format!(
+                "`{parent}` takes values from {} to {}{steps}",
+                num(*min),
+                num(*max)
+            )
+        }
+        Domain::Int { min, max, step, .. } => {
+            let steps = if *step == 1 {
+                String::new()
+            } else {
+                format!(" in steps of {step}")
+            };
+            format!("`{parent}` takes values from {min} to {max}{steps}")
+        }
+        Domain::Categorical { values } => {
+            let mut listed: Vec<String> = values.iter().take(10).map(ToString::to_string).collect();
+            if values.len() > 10 {
+                listed.push("…".into());
+            }
+            format!("`{parent}`'s values are {}", listed.join(", "))
+        }
+    }
+}
+
+/// Whether every point of a float grid is a value of its own, as the sampler makes it:
+/// distinct from its neighbours, inside the domain, decoded from its own bucket and
+/// encoded back to it. Checks the first and last points, where the ends lie (doubles
+/// are sparsest at one of them).
+fn grid_is_faithful(grid: &Domain) -> bool {
+    const EDGE: u64 = 256;
+    let Some(n) = grid.grid_len() else {
+        return true;
+    };
+    let ks = (0..n.min(EDGE)).chain(n.saturating_sub(EDGE).max(EDGE)..n);
+    let mut previous: Option<(u64, f64)> = None;
+    for k in ks {
+        let value = grid.grid_value(k);
+        let Some(x) = value.as_f64() else {
+            return false;
+        };
+        let bucket = (k as f64 + 0.5) / n as f64;
+        let round_trip = grid.encode(&value).map(|u| grid.decode(u));
+        if !grid.contains(&value)
+            || grid.decode(bucket) != value
+            || round_trip.as_ref() != Some(&value)
+            || previous.is_some_and(|(j, before)| j + 1 == k && before >= x)
+        {
+            return false;
+        }
+        previous = Some((k, x));
+    }
+    true
+}
+
+/// A number for a message: plain when short, in exponent form when very large or small
+/// (`1.7e308` rather than 309 digits).
+fn num(x: f64) -> String {
+    if x != 0.0 && !(1e-4..1e15).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
     }
 }
 

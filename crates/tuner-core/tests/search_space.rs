@@ -178,7 +178,8 @@ fn enumerate_counts_conditional_configs_once() {
 
 /// Each malformed document, and a path that must be among the problems reported.
 const MALFORMED: &[(&str, &str, &str)] = &[
-    ("not yaml", "version: 1\nname: [unclosed\n", ""),
+    // A syntax error is placed at the field being read when the parser stopped.
+    ("not yaml", "version: 1\nname: [unclosed\n", "name"),
     ("not a map", "- 1\n- 2\n", ""),
     (
         "wrong version",
@@ -447,4 +448,347 @@ fn absurd_sizes_are_refused() {
         panic!()
     };
     assert_eq!(problems[0].path, "parameters.c.values");
+}
+
+/// The documents shipped in `search-spaces/` stay valid as validation gets stricter.
+
+#[test]
+fn shipped_search_spaces_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../search-spaces");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => SpecFormat::Yaml,
+            Some("json") => SpecFormat::Json,
+            _ => continue,
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = parse_spec(&text, format) {
+            panic!("{}: {e}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "only {seen} files in {}", dir.display());
+}
+
+// ---------------------------------------------------------------------------
+// Defects found by an outside tester; each test failed before its fix.
+
+const HEAD_YAML: &str =
+    "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\n";
+const HEAD_JSON: &str = r#""version": 1, "name": "n", "objective": {"metric": "m", "direction": "maximize"}, "budget": {"max_trials": 5}"#;
+
+/// The problems of a document that must be refused.
+fn refused(doc: &str, format: SpecFormat) -> Vec<tuner_core::Problem> {
+    match parse_spec(doc, format) {
+        Ok(_) => panic!("accepted: {doc}"),
+        Err(CoreError::InvalidSpec(problems)) => problems,
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+/// A YAML document with the given `parameters:` body (indented lines).
+fn yaml_params(body: &str) -> String {
+    format!("{HEAD_YAML}parameters:\n{body}")
+}
+
+/// The problem at `path`, or a panic listing them all.
+fn at<'a>(problems: &'a [tuner_core::Problem], path: &str) -> &'a tuner_core::Problem {
+    problems
+        .iter()
+        .find(|p| p.path == path)
+        .unwrap_or_else(|| panic!("no problem at `{path}`: {problems:?}"))
+}
+
+#[test]
+fn duplicate_keys_are_refused_in_yaml_and_json() {
+    // (what, YAML, JSON, the path that must name the duplicate)
+    let cases = [
+        (
+            "parameter given twice",
+            yaml_params("  x: {type: float, min: 0, max: 1}\n  x: {type: float, min: 0, max: 2}\n"),
+            format!(
+                r#"{{{HEAD_JSON}, "parameters": {{"x": {{"type": "float", "min": 0, "max": 1}}, "x": {{"type": "float", "min": 0, "max": 2}}}}}}"#
+            ),
+            "parameters.x",
+        ),
+        (
+            "top-level name twice",
+            format!("{HEAD_YAML}name: other\nparameters: {{}}\n"),
+            format!(r#"{{{HEAD_JSON}, "name": "other", "parameters": {{}}}}"#),
+            "name",
+        ),
+        (
+            "min twice in one parameter",
+            yaml_params("  x: {type: float, min: 0, max: 1, min: 0.5}\n"),
+            format!(
+                r#"{{{HEAD_JSON}, "parameters": {{"x": {{"type": "float", "min": 0, "max": 1, "min": 0.5}}}}}}"#
+            ),
+            "parameters.x.min",
+        ),
+        (
+            "parent twice in a condition",
+            yaml_params(
+                "  a: {type: int, min: 1, max: 3}\n  b: {type: int, min: 1, max: 3, when: {a: 2, a: 3}}\n",
+            ),
+            format!(
+                r#"{{{HEAD_JSON}, "parameters": {{"a": {{"type": "int", "min": 1, "max": 3}}, "b": {{"type": "int", "min": 1, "max": 3, "when": {{"a": 2, "a": 3}}}}}}}}"#
+            ),
+            "parameters.b.when.a",
+        ),
+        (
+            "fixed value twice",
+            format!("{HEAD_YAML}parameters: {{}}\nfixed: {{pool_size: 1, pool_size: 2}}\n"),
+            format!(
+                r#"{{{HEAD_JSON}, "parameters": {{}}, "fixed": {{"pool_size": 1, "pool_size": 2}}}}"#
+            ),
+            "fixed.pool_size",
+        ),
+    ];
+    for (what, yaml, json, path) in &cases {
+        for (format, doc) in [(SpecFormat::Yaml, yaml), (SpecFormat::Json, json)] {
+            let problems = refused(doc, format);
+            let p = at(&problems, path);
+            assert!(
+                p.message.contains("more than once"),
+                "{what} ({format:?}): {problems:?}"
+            );
+            // The duplicate is the only thing wrong with these documents.
+            assert_eq!(problems.len(), 1, "{what} ({format:?}): {problems:?}");
+        }
+    }
+}
+
+#[test]
+fn duplicates_are_reported_alongside_other_problems() {
+    let doc =
+        yaml_params("  x: {type: float, min: 0, max: 1}\n  x: {type: float, min: 2, max: 1}\n");
+    let problems = refused(&doc, SpecFormat::Yaml);
+    at(&problems, "parameters.x");
+    at(&problems, "parameters.x.min");
+}
+
+#[test]
+fn out_of_range_json_number_names_its_place() {
+    let doc = format!(
+        "{{{HEAD_JSON},\n \"parameters\": {{\n  \"x\": {{\"type\": \"float\", \"min\": 0, \"max\": 1e999}}}}}}"
+    );
+    let problems = refused(&doc, SpecFormat::Json);
+    let p = at(&problems, "parameters.x.max");
+    assert!(p.message.contains("line 3 column"), "{problems:?}");
+    assert!(p.message.contains("out of range"), "{problems:?}");
+}
+
+#[test]
+fn json_syntax_errors_name_the_enclosing_field() {
+    let doc = format!(
+        r#"{{{HEAD_JSON}, "parameters": {{"x": {{"type": "float" "min": 0, "max": 1}}}}}}"#
+    );
+    let problems = refused(&doc, SpecFormat::Json);
+    let p = at(&problems, "parameters.x");
+    assert!(p.message.contains("line 1 column"), "{problems:?}");
+}
+
+#[test]
+fn out_of_range_yaml_numbers_say_so() {
+    for bound in ["1e999", ".inf", "-.inf", ".nan"] {
+        let doc = yaml_params(&format!("  x: {{type: float, min: 0, max: {bound}}}\n"));
+        let problems = refused(&doc, SpecFormat::Yaml);
+        let p = at(&problems, "parameters.x.max");
+        assert!(
+            p.message.contains("finite") || p.message.contains("out of the range"),
+            "{bound}: {problems:?}"
+        );
+        assert_eq!(problems.len(), 1, "{bound}: {problems:?}");
+    }
+}
+
+#[test]
+fn a_leading_byte_order_mark_is_ignored() {
+    let json = format!(
+        r#"{{{HEAD_JSON}, "parameters": {{"x": {{"type": "float", "min": 0, "max": 1}}}}}}"#
+    );
+    let yaml = yaml_params("  x: {type: float, min: 0, max: 1}\n");
+    for (format, doc) in [(SpecFormat::Json, json), (SpecFormat::Yaml, yaml)] {
+        let plain = parse_spec(&doc, format).unwrap();
+        let with_bom = parse_spec(&format!("\u{feff}{doc}"), format)
+            .unwrap_or_else(|e| panic!("{format:?} with a BOM: {e}"));
+        assert_eq!(plain, with_bom);
+    }
+}
+
+#[test]
+fn int_bounds_beyond_2_pow_53_are_refused_without_overflow() {
+    // The whole i64 range: both bounds are named, and no width is computed by wrapping.
+    let doc =
+        yaml_params("  n: {type: int, min: -9223372036854775808, max: 9223372036854775807}\n");
+    let problems = refused(&doc, SpecFormat::Yaml);
+    for path in ["parameters.n.min", "parameters.n.max"] {
+        assert!(
+            at(&problems, path).message.contains("9007199254740992"),
+            "{problems:?}"
+        );
+    }
+    assert!(
+        problems.iter().all(|p| !p.message.contains("(-1)")),
+        "{problems:?}"
+    );
+
+    // Past the limit, written as an integer or as a float; past i64 altogether.
+    for (max, says) in [
+        ("9007199254740993", "2^53"),
+        ("1.0e16", "2^53"),
+        ("10000000000000000000", "too large"),
+        ("1.0e19", "too large"),
+    ] {
+        let doc = yaml_params(&format!("  n: {{type: int, min: 0, max: {max}}}\n"));
+        let problems = refused(&doc, SpecFormat::Yaml);
+        assert!(
+            at(&problems, "parameters.n.max").message.contains(says),
+            "{max}: {problems:?}"
+        );
+    }
+    // A range with more values than the sampler's 2^53 buckets.
+    let doc = yaml_params("  n: {type: int, min: -9007199254740992, max: 9007199254740992}\n");
+    let problems = refused(&doc, SpecFormat::Yaml);
+    assert!(
+        at(&problems, "parameters.n").message.contains("2^53"),
+        "{problems:?}"
+    );
+
+    // Right at the limit is fine, and its ends can be drawn.
+    for body in [
+        "  n: {type: int, min: 1, max: 9007199254740992}\n",
+        "  n: {type: int, min: -9007199254740992, max: -1}\n",
+    ] {
+        let spec = parse(&yaml_params(body)).unwrap();
+        let d = &spec.parameters.get("n").unwrap().domain;
+        for u in [0.0, 0.5, 1.0 - f64::EPSILON / 2.0] {
+            assert!(d.contains(&d.decode(u)), "{body} at {u}");
+        }
+    }
+}
+
+#[test]
+fn float_ranges_wider_than_f64_are_refused() {
+    let doc = yaml_params("  x: {type: float, min: -1.7e308, max: 1.7e308}\n");
+    let problems = refused(&doc, SpecFormat::Yaml);
+    assert!(
+        at(&problems, "parameters.x").message.contains("overflow"),
+        "{problems:?}"
+    );
+    // As wide as f64 allows is fine, and samples more than the maximum.
+    let spec = parse(&yaml_params(
+        "  x: {type: float, min: -8.0e307, max: 8.0e307}\n",
+    ))
+    .unwrap();
+    let d = &spec.parameters.get("x").unwrap().domain;
+    assert_eq!(d.decode(0.5), ParamValue::Float(0.0));
+}
+
+#[test]
+fn float_grids_finer_than_f64_are_refused() {
+    // Around 1e17 doubles are 16 apart: a step of 1 claims 65 values that do not exist.
+    for body in [
+        "  x: {type: float, min: 1.0e17, max: 100000000000000064, step: 1}\n",
+        "  x: {type: float, min: 1.0e17, max: 100000000000000064, step: 24}\n",
+        "  x: {type: float, min: -100000000000000064, max: -1.0e17, step: 1}\n",
+        // 1.5 is between two spacings (2 apart at 1e16): the points round off the grid.
+        "  x: {type: float, min: 1.0e16, max: 1.00000001e16, step: 1.5}\n",
+    ] {
+        let problems = refused(&yaml_params(body), SpecFormat::Yaml);
+        let p = at(&problems, "parameters.x.step");
+        assert!(p.message.contains("apart"), "{body}: {problems:?}");
+    }
+}
+
+/// Every value of a float grid is distinct, inside the domain, and survives the unit cube.
+fn assert_faithful_grid(body: &str, expected_len: u64) {
+    let spec = parse(&yaml_params(body)).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let d = &spec.parameters.get("x").unwrap().domain;
+    let n = d.grid_len().unwrap();
+    assert_eq!(n, expected_len, "{body}");
+    let values: Vec<ParamValue> = (0..n).map(|k| d.grid_value(k)).collect();
+    for (k, v) in values.iter().enumerate() {
+        assert!(d.contains(v), "{body}: value {k} = {v} not in the domain");
+        let u = (k as f64 + 0.5) / n as f64;
+        assert_eq!(&d.decode(u), v, "{body}: decode of bucket {k}");
+        assert_eq!(
+            &d.decode(d.encode(v).unwrap()),
+            v,
+            "{body}: round trip of {v}"
+        );
+        if k > 0 {
+            assert!(values[k - 1].as_f64() < v.as_f64(), "{body}: {k} repeats");
+        }
+    }
+}
+
+#[test]
+fn float_grids_at_any_magnitude_sample_every_point() {
+    // Coarse enough for doubles at 1e17 (16 apart).
+    assert_faithful_grid(
+        "  x: {type: float, min: 1.0e17, max: 100000000000000064, step: 16}\n",
+        5,
+    );
+    // Near the top of the f64 range (x·1e12 would overflow).
+    assert_faithful_grid(
+        "  x: {type: float, min: 0, max: 1.0e300, step: 1.0e299}\n",
+        11,
+    );
+    // Far below 1e-12.
+    assert_faithful_grid(
+        "  x: {type: float, min: 0, max: 1.0e-15, step: 1.0e-16}\n",
+        11,
+    );
+    // The ordinary case keeps its tidy decimals.
+    assert_faithful_grid("  x: {type: float, min: 0, max: 0.9, step: 0.1}\n", 10);
+    let spec = parse(&yaml_params(
+        "  x: {type: float, min: 0, max: 0.9, step: 0.1}\n",
+    ))
+    .unwrap();
+    let d = &spec.parameters.get("x").unwrap().domain;
+    assert_eq!(d.grid_value(3), ParamValue::Float(0.3));
+}
+
+#[test]
+fn range_conditions_that_can_never_hold_are_refused() {
+    let parents = "  x: {type: float, min: 0, max: 1}\n  g: {type: int, min: 0, max: 10, step: 5}\n  f: {type: float, min: 0, max: 0.9, step: 0.3}\n  k: {type: categorical, values: [3, 5]}\n";
+    for (cond, path) in [
+        ("{x: {min: 5}}", "parameters.y.when.x"),
+        ("{x: {max: -1}}", "parameters.y.when.x"),
+        ("{x: {min: 2, max: 3}}", "parameters.y.when.x"),
+        ("{x: {min: 0.8, max: 0.2}}", "parameters.y.when.x"),
+        ("{g: {min: 1, max: 4}}", "parameters.y.when.g"),
+        ("{g: {min: 11}}", "parameters.y.when.g"),
+        ("{f: {min: 0.31, max: 0.59}}", "parameters.y.when.f"),
+        ("{k: {min: 6}}", "parameters.y.when.k"),
+        ("{k: {min: 3.5, max: 4.5}}", "parameters.y.when.k"),
+    ] {
+        let doc = yaml_params(&format!(
+            "{parents}  y: {{type: float, min: 0, max: 1, when: {cond}}}\n"
+        ));
+        let problems = refused(&doc, SpecFormat::Yaml);
+        let p = at(&problems, path);
+        assert!(p.message.contains("never hold"), "{cond}: {problems:?}");
+        assert_eq!(problems.len(), 1, "{cond}: {problems:?}");
+    }
+    // Conditions that hold somewhere, if only at an end or on one grid point.
+    for cond in [
+        "{x: {min: 1}}",
+        "{x: {max: 0}}",
+        "{x: {min: -5, max: 0.5}}",
+        "{g: {min: 5, max: 5}}",
+        "{g: {min: 9}}",
+        "{f: {min: 0.3, max: 0.3}}",
+        "{f: {min: 0.9}}",
+        "{k: {min: 5}}",
+        "{k: {max: 3}}",
+    ] {
+        let doc = yaml_params(&format!(
+            "{parents}  y: {{type: float, min: 0, max: 1, when: {cond}}}\n"
+        ));
+        parse(&doc).unwrap_or_else(|e| panic!("{cond}: {e}"));
+    }
 }
