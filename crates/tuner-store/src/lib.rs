@@ -60,7 +60,8 @@ pub trait Store: Send + Sync + 'static {
     /// The study a trial belongs to.
     async fn study_of_trial(&self, id: TrialId) -> Result<StudyId>;
 
-    /// Creates trial number `max + 1` of the study, already leased.
+    /// Creates the study's next trial (numbers are dense from 0), already leased. A
+    /// configuration the study already has is refused ([`StoreError::DuplicateConfig`]).
     async fn insert_leased_trial(
         &self,
         study: StudyId,

@@ -405,6 +405,10 @@ impl Store for SqliteStore {
                             sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
                                 StoreError::StudyNotFound(study)
                             }
+                            // The config (numbers cannot collide: one writer).
+                            sqlx::Error::Database(ref d) if d.is_unique_violation() => {
+                                StoreError::DuplicateConfig(study)
+                            }
                             other => other.into(),
                         })?;
                     trial_from_row(&row)
