@@ -160,14 +160,25 @@ impl PgStore {
     /// migration). Concurrent folds are safe: each deletes only rows it saw and puts
     /// back their sum; a row another fold deleted first is skipped.
     async fn fold_counts(&self, study: StudyId) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // The study row before the count rows (the order a study's deletion takes them
+        // in, through its cascade), so the two cannot deadlock.
+        let study_row = sqlx::query("SELECT id FROM studies WHERE id = $1 FOR KEY SHARE")
+            .bind(study.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if study_row.is_none() {
+            return Ok(());
+        }
         sqlx::query(
             "WITH gone AS (DELETE FROM trial_counts WHERE study_id = $1 RETURNING state, n) \
              INSERT INTO trial_counts (study_id, state, n) \
              SELECT $1, state, SUM(n)::bigint FROM gone GROUP BY state HAVING SUM(n) <> 0",
         )
         .bind(study.0)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -338,13 +349,23 @@ impl Store for PgStore {
     }
 
     async fn delete_study(&self, id: StudyId) -> Result<()> {
+        // Lock order: every other write locks a trial row and then (through the
+        // foreign keys of its event and count rows) the study row. Deleting the study
+        // first and cascading to its trials would take them the other way round and
+        // deadlock with a finish or the reaper; so the trials first.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT id FROM trials WHERE study_id = $1 ORDER BY id FOR UPDATE")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM studies WHERE id = $1")
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::StudyNotFound(id));
         }
+        tx.commit().await?;
         Ok(())
     }
 

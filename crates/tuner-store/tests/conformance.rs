@@ -73,6 +73,7 @@ conformance!(
     trials_changed_after_follow_the_event_cursor,
     counts_follow_every_state_change,
     concurrent_finishes_are_answered_one_by_one,
+    deleting_a_study_while_its_trials_change,
 );
 
 pg_only!(
@@ -1162,6 +1163,85 @@ async fn concurrent_finishes_are_answered_one_by_one(b: &Backend) {
     }
     let trials = reopened.trial_summaries(study.id).await.unwrap();
     assert!(trials.iter().all(|t| t.value == Some(t.number as f64)));
+}
+
+/// A study deleted while replicas finish, report on and reap its trials: the deletion
+/// succeeds, and the writes it overtakes are refused as for any unknown trial (never
+/// a database error such as a deadlock). Another study is untouched.
+async fn deleting_a_study_while_its_trials_change(b: &Backend) {
+    let one = b.open().await;
+    let two = b.replica(&one).await;
+    for round in 0..3 {
+        let doomed = one
+            .create_study(new_study(Direction::Maximize, 2), 0)
+            .await
+            .unwrap();
+        let kept = one
+            .create_study(new_study(Direction::Maximize, 2), 0)
+            .await
+            .unwrap();
+        let mut trials = Vec::new();
+        for i in 0..24 {
+            // Every fourth lease is already expired, for the reapers.
+            let ttl = if i % 4 == 0 { 1 } else { 10_000 };
+            let token = format!("t{i}");
+            let t = one
+                .insert_leased_trial(doomed.id, &params(i), &grant(&token, 0, ttl))
+                .await
+                .unwrap();
+            trials.push((t.id, token.clone()));
+            one.insert_leased_trial(kept.id, &params(i), &grant(&token, 0, 10_000))
+                .await
+                .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for (i, (id, token)) in trials.into_iter().enumerate() {
+            let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+            tasks.push(tokio::spawn(async move {
+                let report = store
+                    .report_epoch(id, &token, 10, 10_000, &epoch(0, 0.1, json!({})))
+                    .await
+                    .map(|_| ());
+                let finish = store
+                    .finish_trial(id, &token, 20, completed(0.2))
+                    .await
+                    .map(|_| ());
+                let reap = store.reap_expired_leases(100).await.map(|_| ());
+                [report, finish, reap]
+            }));
+        }
+        let deleting = {
+            let two = two.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(round * 3)).await;
+                two.delete_study(doomed.id).await
+            })
+        };
+        for t in tasks {
+            for result in t.await.unwrap() {
+                match result {
+                    Ok(())
+                    | Err(StoreError::TrialNotFound(_))
+                    | Err(StoreError::NotRunning { .. })
+                    | Err(StoreError::LeaseExpired(_)) => {}
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }
+        deleting.await.unwrap().unwrap();
+        assert!(matches!(
+            one.get_study(doomed.id).await,
+            Err(StoreError::StudyNotFound(_))
+        ));
+        assert!(one.events_since(doomed.id, 0, 10).await.unwrap().is_empty());
+        assert_eq!(
+            one.trial_counts(doomed.id).await.unwrap(),
+            Default::default()
+        );
+        let counts = two.trial_counts(kept.id).await.unwrap();
+        assert_eq!((counts.running, counts.total()), (24, 24));
+        assert_eq!(all_events(&*two, kept.id).await.len(), 48);
+    }
 }
 
 /// The case a plain sequence id gets wrong: a transaction that inserted an event early
