@@ -77,6 +77,7 @@ conformance!(
 );
 
 pg_only!(
+    replicas_starting_together_migrate_once,
     an_event_committed_late_is_not_skipped_by_a_reader,
     a_held_study_lock_does_not_block_finishing_a_trial,
 );
@@ -1242,6 +1243,33 @@ async fn deleting_a_study_while_its_trials_change(b: &Backend) {
         assert_eq!((counts.running, counts.total()), (24, 24));
         assert_eq!(all_events(&*two, kept.id).await.len(), 48);
     }
+}
+
+/// Replicas started at the same moment on an empty database: one applies the schema,
+/// the others wait for it (sqlx's migration lock, not subject to the pool's
+/// lock_timeout), and all of them work.
+async fn replicas_starting_together_migrate_once(b: &Backend) {
+    use sqlx::{Connection, PgConnection};
+
+    let (one, two, three) = tokio::join!(b.open(), b.open(), b.open());
+    let study = one
+        .create_study(new_study(Direction::Maximize, 2), 0)
+        .await
+        .unwrap();
+    for (i, store) in [two, three].iter().enumerate() {
+        store
+            .insert_leased_trial(study.id, &params(i as i64), &grant("t", 0, 10))
+            .await
+            .unwrap();
+    }
+    let mut conn = PgConnection::connect(b.pg_url().unwrap()).await.unwrap();
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let expected: Vec<i64> = tuner_store::PG_MIGRATOR.iter().map(|m| m.version).collect();
+    assert_eq!(applied, expected);
 }
 
 /// The case a plain sequence id gets wrong: a transaction that inserted an event early
