@@ -116,6 +116,11 @@ impl From<StoreError> for ApiError {
                 code: "lease_expired",
                 message: e.to_string(),
             },
+            // Another replica suggested the same configuration at the same moment.
+            StoreError::DuplicateConfig(_) => Self::Conflict {
+                code: "duplicate_config",
+                message: e.to_string(),
+            },
             StoreError::NotRunning { .. } => Self::Conflict {
                 code: "trial_not_running",
                 message: e.to_string(),

@@ -10,6 +10,10 @@ pub enum StoreError {
     LeaseMismatch(TrialId),
     #[error("the lease on trial {0} has expired; the trial will be re-queued")]
     LeaseExpired(TrialId),
+    /// The study already has a trial with this configuration (e.g. two replicas
+    /// suggested it at once); nothing was stored.
+    #[error("study {0} already has a trial with this configuration")]
+    DuplicateConfig(tuner_core::StudyId),
     #[error("trial {id} is {state}, not running")]
     NotRunning { id: TrialId, state: TrialState },
     /// A finish by the lease holder that contradicts how the trial already finished

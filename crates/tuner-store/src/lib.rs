@@ -1,19 +1,27 @@
 //! tuner-store: durable storage of studies and trials.
 //!
 //! Owns the [`Store`] trait (the operations the scheduler needs, phrased without
-//! SQL so a PostgreSQL implementation can follow), [`SqliteStore`], and [`MIGRATOR`]
-//! built from the workspace's `migrations/`. Lifecycle rules live here: trial numbers
-//! are dense per study, only the current lease holder may change a running trial,
-//! and finished trials are immutable (also enforced by triggers in the schema).
+//! SQL) and its two implementations: [`SqliteStore`] (one server, the embedded
+//! default; schema [`MIGRATOR`] from `migrations/sqlite/`) and [`PgStore`] (any number
+//! of server replicas on one PostgreSQL; schema [`PG_MIGRATOR`] from
+//! `migrations/postgres/`). Lifecycle rules live here and hold for both, across
+//! replicas too: trial numbers are dense per study, a study never has two trials with
+//! the same configuration, only the current lease holder may change a running trial,
+//! finished trials are immutable (also enforced by triggers in the schema), and event
+//! ids are a cursor that never skips an event. One conformance suite
+//! (`tests/conformance.rs`) runs against both backends.
 //!
 //! Must not depend on the optimizer, the trainer, HTTP or wire types.
 
 mod batch;
 mod error;
+mod pg;
 mod records;
+mod rules;
 mod sqlite;
 
 pub use error::StoreError;
+pub use pg::{PG_MIGRATOR, PgStore};
 pub use records::{
     EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, StudyRecord, TrialCounts,
     TrialEvent, TrialRecord,
@@ -60,7 +68,8 @@ pub trait Store: Send + Sync + 'static {
     /// The study a trial belongs to.
     async fn study_of_trial(&self, id: TrialId) -> Result<StudyId>;
 
-    /// Creates trial number `max + 1` of the study, already leased.
+    /// Creates the study's next trial (numbers are dense from 0), already leased. A
+    /// configuration the study already has is refused ([`StoreError::DuplicateConfig`]).
     async fn insert_leased_trial(
         &self,
         study: StudyId,
@@ -111,7 +120,9 @@ pub trait Store: Send + Sync + 'static {
     async fn reap_expired_leases(&self, now: i64) -> Result<Vec<ReapedTrial>>;
     /// The study's trials with an event after event `after`, by number, without epochs.
     async fn trials_changed_after(&self, study: StudyId, after: i64) -> Result<Vec<TrialRecord>>;
-    /// The id of the study's latest trial event (0 when there is none).
+    /// The id of the study's latest trial event (0 when there is none). Event ids only
+    /// grow, and an event never appears later with an id at or below one already
+    /// answered, so ids are safe to resume from.
     async fn last_event_id(&self, study: StudyId) -> Result<i64>;
     /// The study's trial events after event `after` (0: from the start), oldest first.
     async fn events_since(&self, study: StudyId, after: i64, limit: u32)

@@ -12,7 +12,9 @@ use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState, co
 
 use crate::{
     EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, Result, Store, StoreError,
-    StudyRecord, TrialCounts, TrialEvent, TrialRecord, batch::Batcher,
+    StudyRecord, TrialCounts, TrialEvent, TrialRecord,
+    batch::Batcher,
+    rules::{refusal, repeated_epoch, repeated_finish},
 };
 
 /// The SQLite schema, from the workspace's `migrations/sqlite/` folder, embedded at build time.
@@ -144,33 +146,6 @@ where
         .await?
         .ok_or(StoreError::TrialNotFound(id))?;
     trial_from_row(&row)
-}
-
-/// Why a lease-checked update of `current` by the holder of `token` was refused.
-fn refusal(current: &TrialRecord, token: &str, now: i64) -> StoreError {
-    let id = current.id;
-    // A re-queued trial keeps its expired lease's token until it is leased again, so
-    // the late holder hears why.
-    if current.state == TrialState::Pending && current.lease_token.as_deref() == Some(token) {
-        return StoreError::LeaseExpired(id);
-    }
-    if current.state != TrialState::Running {
-        return StoreError::NotRunning {
-            id,
-            state: current.state,
-        };
-    }
-    if current.lease_token.as_deref() != Some(token) {
-        return StoreError::LeaseMismatch(id);
-    }
-    if current.lease_expires_at.is_some_and(|e| e < now) {
-        return StoreError::LeaseExpired(id);
-    }
-    // The row changed between the update and this read (e.g. it just finished).
-    StoreError::NotRunning {
-        id,
-        state: current.state,
-    }
 }
 
 fn study_from_row(row: &SqliteRow) -> Result<StudyRecord> {
@@ -429,6 +404,10 @@ impl Store for SqliteStore {
                             sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
                                 StoreError::StudyNotFound(study)
                             }
+                            // The config (numbers cannot collide: one writer).
+                            sqlx::Error::Database(ref d) if d.is_unique_violation() => {
+                                StoreError::DuplicateConfig(study)
+                            }
                             other => other.into(),
                         })?
                         .ok_or_else(|| StoreError::Corrupt("an insert returned no row".into()))?;
@@ -531,13 +510,7 @@ impl Store for SqliteStore {
             .bind(i64::from(report.epoch))
             .fetch_one(&mut *tx)
             .await?;
-            if earlier.map(f64::to_bits) != report.value.map(f64::to_bits) {
-                return Err(StoreError::EpochConflict {
-                    id: trial,
-                    epoch: report.epoch,
-                    value: earlier,
-                });
-            }
+            repeated_epoch(&trial_from_row(&row)?, report.epoch, earlier, report.value)?;
         }
         tx.commit().await?;
         let mut record = trial_from_row(&row)?;
@@ -584,21 +557,7 @@ impl Store for SqliteStore {
                     // restart) finds the trial already finished the same way under the
                     // same lease: same answer. The token is kept on finished trials for
                     // this.
-                    if current.state == finish.state
-                        && current.lease_token.as_deref() == Some(token.as_str())
-                    {
-                        // The same value (bit for bit): a retry. Another value: a
-                        // contradiction, refused rather than silently dropped.
-                        if current.value.map(f64::to_bits) == finish.value.map(f64::to_bits) {
-                            return Ok(current);
-                        }
-                        return Err(StoreError::AlreadyFinished {
-                            id: trial,
-                            state: current.state,
-                            value: current.value,
-                        });
-                    }
-                    Err(refusal(&current, &token, now))
+                    repeated_finish(current, &finish, &token, now)
                 })
             }))
             .await?;
