@@ -6,6 +6,7 @@
 
 mod bench_optimizer;
 mod bench_service;
+mod db;
 mod local;
 mod output;
 mod plot;
@@ -25,7 +26,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tuner_api::{ApiClient, DocFormat};
 use tuner_core::{SpecFormat, StudyId, parse_spec};
 use tuner_server::{AppState, ServerConfig};
-use tuner_store::SqliteStore;
 
 /// Default port of the tuner server.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8470";
@@ -54,14 +54,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the tuner server on a SQLite file.
+    /// Run the tuner server on a SQLite file, or as one of several replicas on PostgreSQL.
     Serve {
         /// Address to listen on.
         #[arg(long, env = "TUNER_ADDR", default_value = DEFAULT_ADDR)]
         addr: SocketAddr,
-        /// SQLite database file (created if missing).
-        #[arg(long, env = "TUNER_DB", default_value = "tuner.db")]
-        db: PathBuf,
+        /// The database: a SQLite file (created if missing; `sqlite:PATH` too), or
+        /// `postgres://USER@HOST:PORT/DB`, which any number of servers may share.
+        /// Default: $TUNER_DB, else tuner.db.
+        #[arg(long, env = "TUNER_DATABASE_URL")]
+        db: Option<String>,
         /// Seconds a lease lasts without a heartbeat or report.
         #[arg(long, env = "TUNER_LEASE_SECONDS", default_value_t = 60.0)]
         lease_seconds: f64,
@@ -400,9 +402,12 @@ async fn run(cli: Cli) -> Result<()> {
                      --allow-no-token on a trusted network"
                 );
             }
+            let db = db
+                .or_else(|| std::env::var("TUNER_DB").ok())
+                .unwrap_or_else(|| "tuner.db".to_owned());
             serve(
                 addr,
-                &db,
+                &db::DbTarget::parse(&db),
                 ServerConfig {
                     lease,
                     max_body_bytes,
@@ -689,17 +694,16 @@ async fn control(client: &ApiClient, id: StudyId, action: &str) -> Result<()> {
 
 async fn serve(
     addr: SocketAddr,
-    db: &std::path::Path,
+    db: &db::DbTarget,
     config: ServerConfig,
     workers: usize,
     data_dir: Option<PathBuf>,
 ) -> Result<()> {
-    let store = SqliteStore::open(db)
-        .await
-        .with_context(|| format!("cannot open the database {}", db.display()))?;
+    let opened = db::OpenStore::open(db).await?;
+    let store = opened.shared();
     let reap_every = (config.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let config_token = config.token.clone();
-    let state = AppState::new(Arc::new(store.clone()), config);
+    let state = AppState::new(store, config);
     // Leases that ran out while the server was down are taken back now.
     tuner_server::reap_once(&state)
         .await
@@ -710,10 +714,10 @@ async fn serve(
         format!("cannot listen on {addr} (is another server running? try --addr 127.0.0.1:PORT)")
     })?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, db = %db.display(), "tuner server listening");
+    tracing::info!(addr = %local, db = %db.describe(), "tuner server listening");
     eprintln!(
         "tuner server listening on http://{local} (database {})",
-        db.display()
+        db.describe()
     );
     let _workers = if workers > 0 {
         let url = format!("http://{local}");
@@ -735,6 +739,6 @@ async fn serve(
         .await
         .context("server error")?;
     reaper.abort();
-    store.close().await;
+    opened.close().await;
     Ok(())
 }

@@ -1408,3 +1408,189 @@ async fn the_dashboard_pages_and_sorts_a_large_study() {
     );
     assert_eq!(first[1], best.to_string(), "the best trial first: {first}");
 }
+
+#[path = "../../tuner-store/tests/support/pg.rs"]
+#[allow(dead_code)]
+mod pg_support;
+
+/// A fresh database on the test PostgreSQL server, or `None` (said why) without one.
+async fn pg_database() -> Option<String> {
+    use sqlx::Connection;
+    let server = pg_support::server_url()?;
+    let name = format!(
+        "e2e_{}_{}",
+        std::process::id(),
+        pg_support::nanos() % 1_000_000
+    );
+    let mut admin = sqlx::PgConnection::connect(server).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+    Some(format!("{base}/{name}"))
+}
+
+/// A worker that knows every replica: it asks its own, and when that one stops
+/// answering it goes on with the next, completing its leased trial there (a lease
+/// belongs to the database, not to the server that handed it out).
+async fn replica_worker(urls: Vec<String>, home: usize, study: StudyId) -> u32 {
+    let mut at = home;
+    let mut done = 0;
+    loop {
+        match ApiClient::new(&urls[at])
+            .ask(study, &AskRequest::default())
+            .await
+        {
+            Err(e) if e.status().is_none() => at = (at + 1) % urls.len(),
+            Err(e) => panic!("ask refused: {e}"),
+            Ok(AskAnswer::Done) => return done,
+            Ok(AskAnswer::Wait(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(AskAnswer::Leased(a)) => {
+                let x = a.trial.params["x"].as_f64().unwrap();
+                let req = CompleteRequest {
+                    lease_token: Some(a.lease.token.clone()),
+                    value: Some(-x * x),
+                    metrics: Default::default(),
+                };
+                loop {
+                    match ApiClient::new(&urls[at]).complete(a.trial.id, &req).await {
+                        Ok(_) => {
+                            done += 1;
+                            break;
+                        }
+                        // Refused: the lease ran out meanwhile; the trial runs again.
+                        Err(e) if e.status().is_some() => break,
+                        Err(_) => at = (at + 1) % urls.len(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a study's event stream from one server until it ends: (id, kind, trial).
+async fn watch_events(url: String, study: StudyId) -> Vec<(i64, String, i64)> {
+    let client = reqwest::Client::new();
+    let mut resp = client
+        .get(format!("{url}/studies/{study}/trials"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let (mut text, mut events) = (String::new(), Vec::new());
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            };
+            match (field("event:"), field("id:"), field("data:")) {
+                (Some(kind), _, _) if kind == "end" => return events,
+                (Some(kind), Some(id), Some(data)) => {
+                    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+                    events.push((
+                        id.parse().unwrap(),
+                        kind,
+                        data["trial_id"].as_i64().unwrap(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    events
+}
+
+/// Three replicas on one PostgreSQL, 64 workers spread over them, one replica SIGKILLed
+/// mid-load and restarted, a live watcher on another: the budget is exact, numbers dense,
+/// configurations distinct, and the watcher saw every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_on_postgres_survive_a_sigkill() {
+    let Some(db) = pg_database().await else {
+        return;
+    };
+    let db_path = Path::new(&db);
+    let args = ["--lease-seconds", "2"];
+    let mut replicas: Vec<Server> = (0..3).map(|_| Server::start(db_path, &args)).collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    const TRIALS: u32 = 2_000;
+    let study = replicas[1]
+        .client()
+        .create_study(&space(TRIALS, 64), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(watch_events(urls[2].clone(), study.id));
+    let workers: Vec<_> = (0..64)
+        .map(|k| tokio::spawn(replica_worker(urls.clone(), k % 3, study.id)))
+        .collect();
+
+    // SIGKILL replica 0 once a good part of the study is done, while asks and
+    // completions are in flight on it; restart it on the same address.
+    let watch = replicas[1].client();
+    loop {
+        let s = watch.get_study(study.id).await.unwrap();
+        if s.counts.completed >= u64::from(TRIALS / 4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let addr = urls[0].trim_start_matches("http://").to_owned();
+    replicas.remove(0).kill();
+    let restart = ["--lease-seconds", "2", "--addr", &addr];
+    replicas.insert(0, Server::start(db_path, &restart));
+
+    let mut completed = 0;
+    for w in workers {
+        completed += w.await.unwrap();
+    }
+    let trials = replicas[0]
+        .client()
+        .list_trials(study.id)
+        .await
+        .unwrap()
+        .trials;
+    assert_eq!(trials.len(), TRIALS as usize, "budget exact");
+    assert_eq!(completed, TRIALS, "each trial completed once");
+    assert!(trials.iter().all(|t| t.state == TrialState::Completed));
+    let numbers: Vec<u64> = trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (0..u64::from(TRIALS)).collect::<Vec<u64>>());
+    let distinct: HashSet<String> = trials.iter().map(|t| config_key(&t.params)).collect();
+    assert_eq!(
+        distinct.len(),
+        TRIALS as usize,
+        "no configuration run twice"
+    );
+    let state = replicas[2]
+        .client()
+        .get_study(study.id)
+        .await
+        .unwrap()
+        .state;
+    assert_eq!(state, StudyState::Completed);
+
+    // The watcher on replica 2: every event once, in order, every trial's end.
+    let events = tokio::time::timeout(Duration::from_secs(60), watcher)
+        .await
+        .expect("the stream ends with the study")
+        .unwrap();
+    assert!(
+        events.windows(2).all(|w| w[0].0 < w[1].0),
+        "event ids strictly increase"
+    );
+    let ends: HashSet<i64> = events
+        .iter()
+        .filter(|(_, kind, _)| kind == "completed")
+        .map(|(_, _, trial)| *trial)
+        .collect();
+    let all: HashSet<i64> = trials.iter().map(|t| t.id.0).collect();
+    assert_eq!(ends, all, "the watcher saw every trial complete");
+    let created = events
+        .iter()
+        .filter(|(_, kind, _)| kind == "created")
+        .count();
+    assert_eq!(created, TRIALS as usize, "each creation seen once");
+}

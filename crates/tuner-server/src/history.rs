@@ -57,6 +57,28 @@ impl StudyHistory {
         }
     }
 
+    /// Updates a known trial, or appends the next one by number. A trial further ahead
+    /// (inserted by another server sharing the database) is left to the next catch-up,
+    /// so index and number stay the same.
+    fn apply(&mut self, trial: &TrialRecord, make: impl FnOnce() -> Observation) {
+        match self.index.get(&trial.id) {
+            Some(&i) => {
+                Arc::make_mut(&mut self.observations)[i] = make();
+                self.set_state(i, trial.state);
+            }
+            None if trial.number == self.states.len() as u64 => {
+                let observation = make();
+                Arc::make_mut(&mut self.keys).insert(config_key(&observation.params));
+                let observations = Arc::make_mut(&mut self.observations);
+                self.index.insert(trial.id, observations.len());
+                observations.push(observation);
+                self.states.push(trial.state);
+                *count_of(&mut self.counts, trial.state) += 1;
+            }
+            None => {}
+        }
+    }
+
     fn set_state(&mut self, i: usize, state: TrialState) {
         *count_of(&mut self.counts, self.states[i]) -= 1;
         *count_of(&mut self.counts, state) += 1;
@@ -138,8 +160,53 @@ impl Histories {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(trial.id, trial.study_id);
-        self.apply(trial.study_id, trial.id, trial.state, || observation(trial))
+        self.apply(trial.study_id, trial, || observation(trial))
             .await;
+    }
+
+    /// Brings the study's history up to date with the database, for servers that share
+    /// it: `fetch(next_number, unfinished)` must return every trial numbered
+    /// `next_number` or more, by number, and the current state of each `unfinished` one
+    /// (finished trials never change, so the rest is known). Called under the study's
+    /// ask lock in the database, so no trial is inserted meanwhile.
+    pub async fn catch_up<F, Fut>(
+        &self,
+        store: &dyn Store,
+        id: StudyId,
+        fetch: F,
+    ) -> Result<Snapshot, StoreError>
+    where
+        F: FnOnce(u64, Vec<TrialId>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<TrialRecord>, StoreError>>,
+    {
+        let entry = self.entry(id);
+        let mut guard = entry.lock().await;
+        if guard.is_none() {
+            let trials = store.trial_summaries(id).await?;
+            *guard = Some(StudyHistory::load(&trials));
+        }
+        let h = guard.as_mut().expect("loaded above");
+        let unfinished: Vec<TrialId> = h
+            .index
+            .iter()
+            .filter(|&(_, &i)| !h.states[i].is_finished())
+            .map(|(&trial, _)| trial)
+            .collect();
+        let fresh = fetch(h.states.len() as u64, unfinished).await?;
+        {
+            let mut studies = self.trial_studies.lock().unwrap_or_else(|e| e.into_inner());
+            for t in &fresh {
+                studies.insert(t.id, t.study_id);
+            }
+        }
+        for t in &fresh {
+            h.apply(t, || observation(t));
+        }
+        Ok(Snapshot {
+            observations: h.observations.clone(),
+            keys: h.keys.clone(),
+            counts: h.counts,
+        })
     }
 
     /// Applies the outcome of leases the reaper took back.
@@ -156,32 +223,12 @@ impl Histories {
         }
     }
 
-    async fn apply(
-        &self,
-        study: StudyId,
-        trial: TrialId,
-        state: TrialState,
-        make: impl FnOnce() -> Observation,
-    ) {
+    async fn apply(&self, study: StudyId, trial: &TrialRecord, make: impl FnOnce() -> Observation) {
         let entry = self.entry(study);
         let mut guard = entry.lock().await;
         // Not loaded yet: the next load reads the committed state.
         let Some(h) = guard.as_mut() else { return };
-        let observations = Arc::make_mut(&mut h.observations);
-        match h.index.get(&trial) {
-            Some(&i) => {
-                observations[i] = make();
-                h.set_state(i, state);
-            }
-            None => {
-                let observation = make();
-                Arc::make_mut(&mut h.keys).insert(config_key(&observation.params));
-                h.index.insert(trial, observations.len());
-                observations.push(observation);
-                h.states.push(state);
-                *count_of(&mut h.counts, state) += 1;
-            }
-        }
+        h.apply(trial, make);
     }
 
     pub fn forget(&self, id: StudyId) {

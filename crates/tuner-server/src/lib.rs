@@ -61,6 +61,10 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn Store>,
+    /// Other servers write to the same database (replicas on PostgreSQL): decisions are
+    /// made in the database, and this server's memory only caches what never changes
+    /// (specs, which study a trial is in) or what it catches up on under a lock.
+    shared: bool,
     config: ServerConfig,
     /// Parsed specs by study (they never change once created).
     specs: Mutex<HashMap<StudyId, Arc<StudySpec>>>,
@@ -97,6 +101,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                shared: store.is_shared(),
                 store,
                 config,
                 specs: Mutex::default(),
@@ -118,6 +123,11 @@ impl AppState {
         &self.inner.config
     }
 
+    /// Whether other servers share this one's database.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
+    }
+
     fn ask_lock(&self, id: StudyId) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .inner
@@ -127,8 +137,12 @@ impl AppState {
         locks.entry(id).or_default().clone()
     }
 
-    /// The study's record, from memory when possible.
+    /// The study's record, from memory when possible (never when the database is
+    /// shared: a stop or pause on another server must be obeyed here at once).
     async fn study(&self, id: StudyId) -> Result<StudyRecord, StoreError> {
+        if self.is_shared() {
+            return self.store().get_study(id).await;
+        }
         let generation = {
             let studies = self.inner.studies.lock().unwrap_or_else(|e| e.into_inner());
             match studies.get(&id) {

@@ -109,6 +109,9 @@ pub async fn ask(
 ) -> Result<AskOutcome, ApiError> {
     let lock = state.ask_lock(id);
     let _serialized = lock.lock().await;
+    if state.is_shared() {
+        return ask_shared(state, id, worker).await;
+    }
 
     if state.lease_may_have_expired(views::now_ms()) {
         reap_once(state).await?;
@@ -126,13 +129,8 @@ pub async fn ask(
     if counts.running >= u64::from(spec.budget.parallelism) {
         return Ok(AskOutcome::Wait);
     }
-    let now = views::now_ms();
-    let grant = LeaseGrant {
-        token: new_token(),
-        worker,
-        now,
-        expires_at: now + state.config().lease.as_millis() as i64,
-    };
+    let grant = new_grant(state, worker);
+    let now = grant.now;
     if counts.pending > 0
         && let Some(trial) = state.store().lease_pending_trial(id, &grant).await?
     {
@@ -149,23 +147,7 @@ pub async fn ask(
         });
     }
 
-    let trial_number = history.observations.len() as u64;
-    let spec_for_sampler = spec.clone();
-    let sampler = sampler_for(&spec);
-    let suggestion = tokio::task::spawn_blocking(move || {
-        sampler.suggest(&SuggestContext {
-            space: &spec_for_sampler.parameters,
-            direction: spec_for_sampler.objective.direction,
-            seed: spec_for_sampler.optimizer.seed,
-            trial_number,
-            history: &history.observations,
-            seen: Some(&history.keys),
-        })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("sampler task panicked: {e}")))?;
-
-    match suggestion {
+    match suggest(&spec, history).await? {
         Ok(params) => {
             let trial = state
                 .store()
@@ -187,6 +169,111 @@ pub async fn ask(
             Ok(AskOutcome::Done)
         }
     }
+}
+
+fn new_grant(state: &AppState, worker: Option<String>) -> LeaseGrant {
+    let now = views::now_ms();
+    LeaseGrant {
+        token: new_token(),
+        worker,
+        now,
+        expires_at: now + state.config().lease.as_millis() as i64,
+    }
+}
+
+/// Runs the study's sampler on a blocking thread.
+async fn suggest(
+    spec: &Arc<StudySpec>,
+    history: crate::history::Snapshot,
+) -> Result<Result<Params, OptimError>, ApiError> {
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || {
+        sampler_for(&spec).suggest(&SuggestContext {
+            space: &spec.parameters,
+            direction: spec.objective.direction,
+            seed: spec.optimizer.seed,
+            trial_number: history.observations.len() as u64,
+            history: &history.observations,
+            seen: Some(&history.keys),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("sampler task panicked: {e}")))
+}
+
+/// `ask` for servers that share their database (replicas on PostgreSQL): one
+/// transaction holds the study against the asks of every server, and every decision in
+/// it (state, parallelism, budget, the re-queued trial, the sampler's history and the
+/// new trial's number) is made on the database's trials as of that lock, caught up into
+/// this server's cache, not on what this server alone has seen.
+async fn ask_shared(
+    state: &AppState,
+    id: StudyId,
+    worker: Option<String>,
+) -> Result<AskOutcome, ApiError> {
+    let mut txn = state.store().begin_ask(id).await?;
+    let record = txn.study().clone();
+    match record.state {
+        StudyState::Running => {}
+        StudyState::Paused => return Ok(AskOutcome::Wait),
+        _ => return Ok(AskOutcome::Done),
+    }
+    let spec = spec_of(state, &record).await?;
+    let held = &mut txn;
+    let history = state
+        .histories()
+        .catch_up(state.store(), id, move |next, unfinished| async move {
+            held.trials_from(next, &unfinished).await
+        })
+        .await?;
+    let counts = history.counts;
+    if counts.running >= u64::from(spec.budget.parallelism) {
+        return Ok(AskOutcome::Wait);
+    }
+    let grant = new_grant(state, worker);
+    if counts.pending > 0
+        && let Some(trial) = txn.lease_pending_trial(&grant).await?
+    {
+        txn.commit().await?;
+        state.histories().record(&trial).await;
+        return Ok(leased(state, &record, &spec, trial));
+    }
+    if counts.spent() >= u64::from(spec.budget.max_trials) {
+        let reason = format!("budget of {} trials spent", spec.budget.max_trials);
+        return nothing_left(state, txn, id, counts, reason).await;
+    }
+    match suggest(&spec, history).await? {
+        Ok(params) => {
+            let trial = txn.insert_leased_trial(&params, &grant).await?;
+            txn.commit().await?;
+            state.histories().record(&trial).await;
+            tracing::info!(study = %id, trial = %trial.id, number = trial.number, "trial started");
+            Ok(leased(state, &record, &spec, trial))
+        }
+        Err(e @ (OptimError::Exhausted { .. } | OptimError::NoFreshConfig { .. })) => {
+            nothing_left(state, txn, id, counts, e.to_string()).await
+        }
+    }
+}
+
+/// The study has nothing more to hand out: it waits for what is in flight (which may
+/// be re-queued), else it is completed, in the ask's transaction.
+async fn nothing_left(
+    state: &AppState,
+    mut txn: Box<dyn tuner_store::AskTxn>,
+    id: StudyId,
+    counts: tuner_store::TrialCounts,
+    reason: String,
+) -> Result<AskOutcome, ApiError> {
+    if counts.in_flight() > 0 {
+        return Ok(AskOutcome::Wait);
+    }
+    tracing::info!(study = %id, %reason, "study completed");
+    txn.set_study_state(StudyState::Completed, Some(&reason), views::now_ms())
+        .await?;
+    txn.commit().await?;
+    state.drop_cached_study(id);
+    Ok(AskOutcome::Done)
 }
 
 /// Leases a trial from the oldest running study (of `trainer` kind, if given) that
@@ -249,8 +336,13 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
         return Ok(());
     }
     // Counted from the in-memory history (kept current by every change, and already
-    // updated by the caller), not by a query on every completion.
-    let counts = state.histories().snapshot(state.store(), id).await?.counts;
+    // updated by the caller), not by a query on every completion; servers that share
+    // the database count in it (the others' changes are not in this one's memory).
+    let counts = if state.is_shared() {
+        state.store().trial_counts(id).await?
+    } else {
+        state.histories().snapshot(state.store(), id).await?.counts
+    };
     if counts.spent() >= u64::from(spec.budget.max_trials) && counts.in_flight() == 0 {
         let reason = format!("budget of {} trials spent", spec.budget.max_trials);
         state
@@ -475,11 +567,19 @@ pub async fn importance(
 ) -> Result<Arc<tuner_api::Importance>, ApiError> {
     let record = state.study(id).await?;
     let spec = spec_of(state, &record).await?;
-    let history = state
-        .histories()
-        .snapshot(state.store(), id)
-        .await?
-        .observations;
+    let store = state.store();
+    let history = if state.is_shared() {
+        // Other servers' trials too.
+        state
+            .histories()
+            .catch_up(store, id, |next, unfinished| async move {
+                store.trials_from(id, next, &unfinished).await
+            })
+            .await?
+    } else {
+        state.histories().snapshot(store, id).await?
+    }
+    .observations;
     let fingerprint = finished_fingerprint(&history);
     let cached = state
         .inner

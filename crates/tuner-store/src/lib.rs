@@ -13,6 +13,7 @@
 //!
 //! Must not depend on the optimizer, the trainer, HTTP or wire types.
 
+mod ask;
 mod batch;
 mod error;
 mod pg;
@@ -20,6 +21,7 @@ mod records;
 mod rules;
 mod sqlite;
 
+pub use ask::AskTxn;
 pub use error::StoreError;
 pub use pg::{PG_MIGRATOR, PgStore};
 pub use records::{
@@ -37,6 +39,24 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// caller, so lease expiry is testable without sleeping.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether other server processes may write to this database at the same time
+    /// (PostgreSQL replicas): then a server must take its decisions in the database
+    /// ([`Store::begin_ask`]), not from what it alone has seen.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Starts an ask of the study: holds it against the asks of every server until
+    /// the transaction is committed or dropped (see [`AskTxn`]).
+    async fn begin_ask(&self, study: StudyId) -> Result<Box<dyn AskTxn>>;
+    /// The study's trials numbered `next_number` or more, and the current state of
+    /// each of `unfinished`, by number, without epochs (a cache catching up).
+    async fn trials_from(
+        &self,
+        study: StudyId,
+        next_number: u64,
+        unfinished: &[TrialId],
+    ) -> Result<Vec<TrialRecord>>;
+
     async fn create_study(&self, new: NewStudy, now: i64) -> Result<StudyRecord>;
     async fn get_study(&self, id: StudyId) -> Result<StudyRecord>;
     async fn list_studies(&self) -> Result<Vec<StudyRecord>>;

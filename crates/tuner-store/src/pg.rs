@@ -9,8 +9,8 @@ use sqlx::{
 use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState, config_key};
 
 use crate::{
-    EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, Result, Store, StoreError,
-    StudyRecord, TrialCounts, TrialEvent, TrialRecord,
+    AskTxn, EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, Result, Store,
+    StoreError, StudyRecord, TrialCounts, TrialEvent, TrialRecord,
     rules::{refusal, repeated_epoch, repeated_finish},
 };
 
@@ -184,6 +184,177 @@ impl PgStore {
     }
 }
 
+/// Creates the study's next trial, already leased. One statement: the number is taken
+/// from the study's counter under its row lock (concurrent inserts of the study wait for
+/// it), and if the insert fails (a duplicate config) the counter's increment is undone
+/// with it, so numbers stay dense. An unknown study updates no row, so nothing is
+/// inserted.
+async fn insert_leased<'e, E>(
+    executor: E,
+    study: StudyId,
+    params: &Params,
+    lease: &LeaseGrant,
+) -> Result<TrialRecord>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let sql = format!(
+        "WITH taken AS ( \
+             UPDATE studies SET next_number = next_number + 1 WHERE id = $1 \
+             RETURNING next_number - 1 AS number) \
+         INSERT INTO trials (study_id, number, state, params, config_key, worker, \
+             lease_token, lease_expires_at, attempts, created_at, started_at) \
+         SELECT $1, number, 'running', $2, $3, $4, $5, $6, 1, $7, $7 FROM taken \
+         RETURNING {TRIAL_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(study.0)
+        .bind(to_json_text(params)?)
+        .bind(config_key(params))
+        .bind(&lease.worker)
+        .bind(&lease.token)
+        .bind(lease.expires_at)
+        .bind(lease.now)
+        .fetch_optional(executor)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(ref d) if d.constraint() == Some("trials_distinct_configs") => {
+                StoreError::DuplicateConfig(study)
+            }
+            other => other.into(),
+        })?
+        .ok_or(StoreError::StudyNotFound(study))?;
+    trial_from_row(&row)
+}
+
+/// Leases the oldest pending (re-queued) trial of the study, if any. SKIP LOCKED: a
+/// replica leasing at the same moment takes the next pending trial instead of waiting
+/// for this one. The outer `state = 'pending'` is checked again on the locked row, so a
+/// trial is never leased twice.
+async fn lease_pending<'e, E>(
+    executor: E,
+    study: StudyId,
+    lease: &LeaseGrant,
+) -> Result<Option<TrialRecord>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let sql = format!(
+        "UPDATE trials SET state = 'running', worker = $1, lease_token = $2, \
+             lease_expires_at = $3, attempts = attempts + 1, started_at = $4 \
+         WHERE state = 'pending' AND id = ( \
+             SELECT id FROM trials WHERE study_id = $5 AND state = 'pending' \
+             ORDER BY number LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING {TRIAL_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&lease.worker)
+        .bind(&lease.token)
+        .bind(lease.expires_at)
+        .bind(lease.now)
+        .bind(study.0)
+        .fetch_optional(executor)
+        .await?;
+    row.as_ref().map(trial_from_row).transpose()
+}
+
+async fn set_state<'e, E>(
+    executor: E,
+    id: StudyId,
+    state: StudyState,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let done = sqlx::query(
+        "UPDATE studies SET state = $1, state_reason = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(now)
+    .bind(id.0)
+    .execute(executor)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::StudyNotFound(id));
+    }
+    Ok(())
+}
+
+/// Trials numbered `next_number` or more, and the `unfinished` ones, by number.
+async fn trials_from<'e, E>(
+    executor: E,
+    study: StudyId,
+    next_number: u64,
+    unfinished: &[TrialId],
+) -> Result<Vec<TrialRecord>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let ids: Vec<i64> = unfinished.iter().map(|t| t.0).collect();
+    let sql = format!(
+        "SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = $1 \
+         AND (number >= $2 OR id = ANY($3)) ORDER BY number"
+    );
+    sqlx::query(&sql)
+        .bind(study.0)
+        .bind(i64::try_from(next_number).unwrap_or(i64::MAX))
+        .bind(ids)
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(trial_from_row)
+        .collect()
+}
+
+/// An ask of one study in one transaction, holding the study's row lock.
+struct PgAskTxn {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    study: StudyRecord,
+}
+
+#[async_trait]
+impl AskTxn for PgAskTxn {
+    fn study(&self) -> &StudyRecord {
+        &self.study
+    }
+
+    async fn trials_from(
+        &mut self,
+        next_number: u64,
+        unfinished: &[TrialId],
+    ) -> Result<Vec<TrialRecord>> {
+        trials_from(&mut *self.tx, self.study.id, next_number, unfinished).await
+    }
+
+    async fn lease_pending_trial(&mut self, lease: &LeaseGrant) -> Result<Option<TrialRecord>> {
+        lease_pending(&mut *self.tx, self.study.id, lease).await
+    }
+
+    async fn insert_leased_trial(
+        &mut self,
+        params: &Params,
+        lease: &LeaseGrant,
+    ) -> Result<TrialRecord> {
+        insert_leased(&mut *self.tx, self.study.id, params, lease).await
+    }
+
+    async fn set_study_state(
+        &mut self,
+        state: StudyState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        set_state(&mut *self.tx, self.study.id, state, reason, now).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
 /// SQLite stores NaN as NULL; so does this store, so both answer alike.
 fn real(value: Option<f64>) -> Option<f64> {
     value.filter(|v| !v.is_nan())
@@ -269,6 +440,35 @@ fn group_epochs(rows: &[PgRow], by_trial: &mut HashMap<TrialId, Vec<EpochRecord>
 
 #[async_trait]
 impl Store for PgStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn begin_ask(&self, study: StudyId) -> Result<Box<dyn AskTxn>> {
+        let mut tx = self.pool.begin().await?;
+        // FOR NO KEY UPDATE: other asks of the study (from any replica) wait for it, but
+        // not the foreign-key checks of event and count rows that reference the study,
+        // so completions go on meanwhile.
+        let row = sqlx::query(&format!(
+            "SELECT {STUDY_COLUMNS} FROM studies WHERE id = $1 FOR NO KEY UPDATE"
+        ))
+        .bind(study.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::StudyNotFound(study))?;
+        let study = study_from_row(&row)?;
+        Ok(Box::new(PgAskTxn { tx, study }))
+    }
+
+    async fn trials_from(
+        &self,
+        study: StudyId,
+        next_number: u64,
+        unfinished: &[TrialId],
+    ) -> Result<Vec<TrialRecord>> {
+        trials_from(&self.pool, study, next_number, unfinished).await
+    }
+
     async fn create_study(&self, new: NewStudy, now: i64) -> Result<StudyRecord> {
         let row = sqlx::query(&format!(
             "INSERT INTO studies (name, spec, direction, max_retries, state, created_at, updated_at) \
@@ -311,19 +511,7 @@ impl Store for PgStore {
         reason: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE studies SET state = $1, state_reason = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(state.as_str())
-        .bind(reason)
-        .bind(now)
-        .bind(id.0)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::StudyNotFound(id));
-        }
-        Ok(())
+        set_state(&self.pool, id, state, reason, now).await
     }
 
     async fn delete_study(&self, id: StudyId) -> Result<()> {
@@ -461,36 +649,7 @@ impl Store for PgStore {
         params: &Params,
         lease: &LeaseGrant,
     ) -> Result<TrialRecord> {
-        // One statement: the number is taken from the study's counter under its row lock
-        // (concurrent inserts of the study wait for it), and if the insert fails (a
-        // duplicate config) the counter's increment is undone with it, so numbers stay
-        // dense. An unknown study updates no row, so nothing is inserted.
-        let row = sqlx::query(&format!(
-            "WITH taken AS ( \
-                 UPDATE studies SET next_number = next_number + 1 WHERE id = $1 \
-                 RETURNING next_number - 1 AS number) \
-             INSERT INTO trials (study_id, number, state, params, config_key, worker, \
-                 lease_token, lease_expires_at, attempts, created_at, started_at) \
-             SELECT $1, number, 'running', $2, $3, $4, $5, $6, 1, $7, $7 FROM taken \
-             RETURNING {TRIAL_COLUMNS}"
-        ))
-        .bind(study.0)
-        .bind(to_json_text(params)?)
-        .bind(config_key(params))
-        .bind(&lease.worker)
-        .bind(&lease.token)
-        .bind(lease.expires_at)
-        .bind(lease.now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(ref d) if d.constraint() == Some("trials_distinct_configs") => {
-                StoreError::DuplicateConfig(study)
-            }
-            other => other.into(),
-        })?
-        .ok_or(StoreError::StudyNotFound(study))?;
-        trial_from_row(&row)
+        insert_leased(&self.pool, study, params, lease).await
     }
 
     async fn lease_pending_trial(
@@ -498,25 +657,7 @@ impl Store for PgStore {
         study: StudyId,
         lease: &LeaseGrant,
     ) -> Result<Option<TrialRecord>> {
-        // SKIP LOCKED: a replica leasing at the same moment takes the next pending trial
-        // instead of waiting for this one. The outer `state = 'pending'` is checked again
-        // on the locked row, so a trial is never leased twice.
-        let row = sqlx::query(&format!(
-            "UPDATE trials SET state = 'running', worker = $1, lease_token = $2, \
-                 lease_expires_at = $3, attempts = attempts + 1, started_at = $4 \
-             WHERE state = 'pending' AND id = ( \
-                 SELECT id FROM trials WHERE study_id = $5 AND state = 'pending' \
-                 ORDER BY number LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING {TRIAL_COLUMNS}"
-        ))
-        .bind(&lease.worker)
-        .bind(&lease.token)
-        .bind(lease.expires_at)
-        .bind(lease.now)
-        .bind(study.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(trial_from_row).transpose()
+        lease_pending(&self.pool, study, lease).await
     }
 
     async fn heartbeat(
@@ -590,7 +731,12 @@ impl Store for PgStore {
             .bind(i64::from(report.epoch))
             .fetch_one(&mut *tx)
             .await?;
-            repeated_epoch(&trial_from_row(&row)?, report.epoch, earlier, real(report.value))?;
+            repeated_epoch(
+                &trial_from_row(&row)?,
+                report.epoch,
+                earlier,
+                real(report.value),
+            )?;
         }
         tx.commit().await?;
         let mut record = trial_from_row(&row)?;

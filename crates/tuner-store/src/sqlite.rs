@@ -11,8 +11,8 @@ use sqlx::{
 use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState, config_key};
 
 use crate::{
-    EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, Result, Store, StoreError,
-    StudyRecord, TrialCounts, TrialEvent, TrialRecord,
+    AskTxn, EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, Result, Store,
+    StoreError, StudyRecord, TrialCounts, TrialEvent, TrialRecord,
     batch::Batcher,
     rules::{refusal, repeated_epoch, repeated_finish},
 };
@@ -123,13 +123,12 @@ impl SqliteStore {
 /// row, and in autocommit SQLite commits when the statement finishes, which then happens
 /// in sqlx's reset of the statement, whose error it drops. A commit that failed (a full
 /// disk) would look like success, row and all.
-async fn write_returning<'q, 'e, E>(
+async fn write_returning<'q, 'c, E>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     executor: E,
 ) -> Result<Option<SqliteRow>, sqlx::Error>
 where
-    'q: 'e,
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
     Ok(query.fetch_all(executor).await?.into_iter().next())
 }
@@ -202,8 +201,192 @@ fn to_json_text<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Creates the study's next trial, already leased: one statement, so the number is
+/// computed and taken atomically.
+async fn insert_leased(
+    conn: &mut sqlx::SqliteConnection,
+    study: StudyId,
+    params: &Params,
+    lease: &LeaseGrant,
+) -> Result<TrialRecord> {
+    let sql = format!(
+        "INSERT INTO trials (study_id, number, state, params, config_key, worker, lease_token, \
+             lease_expires_at, attempts, created_at, started_at) \
+         SELECT ?1, COALESCE(MAX(number) + 1, 0), 'running', ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7 \
+         FROM trials WHERE study_id = ?1 \
+         RETURNING {TRIAL_COLUMNS}"
+    );
+    let query = sqlx::query(&sql)
+        .bind(study.0)
+        .bind(to_json_text(params)?)
+        .bind(config_key(params))
+        .bind(&lease.worker)
+        .bind(&lease.token)
+        .bind(lease.expires_at)
+        .bind(lease.now);
+    let row = write_returning(query, conn)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
+                StoreError::StudyNotFound(study)
+            }
+            // The config (numbers cannot collide: one writer).
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => {
+                StoreError::DuplicateConfig(study)
+            }
+            other => other.into(),
+        })?
+        .ok_or_else(|| StoreError::Corrupt("an insert returned no row".into()))?;
+    trial_from_row(&row)
+}
+
+/// Leases the oldest pending (re-queued) trial of the study, if any.
+async fn lease_pending<'e, E>(
+    executor: E,
+    study: StudyId,
+    lease: &LeaseGrant,
+) -> Result<Option<TrialRecord>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let sql = format!(
+        "UPDATE trials SET state = 'running', worker = ?, lease_token = ?, lease_expires_at = ?, \
+             attempts = attempts + 1, started_at = ? \
+         WHERE id = (SELECT id FROM trials WHERE study_id = ? AND state = 'pending' \
+                     ORDER BY number LIMIT 1) \
+         RETURNING {TRIAL_COLUMNS}"
+    );
+    let query = sqlx::query(&sql)
+        .bind(&lease.worker)
+        .bind(&lease.token)
+        .bind(lease.expires_at)
+        .bind(lease.now)
+        .bind(study.0);
+    let row = write_returning(query, executor).await?;
+    row.as_ref().map(trial_from_row).transpose()
+}
+
+async fn set_state<'e, E>(
+    executor: E,
+    id: StudyId,
+    state: StudyState,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let done =
+        sqlx::query("UPDATE studies SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(reason)
+            .bind(now)
+            .bind(id.0)
+            .execute(executor)
+            .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::StudyNotFound(id));
+    }
+    Ok(())
+}
+
+/// Trials numbered `next_number` or more, and the `unfinished` ones, by number.
+async fn trials_from<'e, E>(
+    executor: E,
+    study: StudyId,
+    next_number: u64,
+    unfinished: &[TrialId],
+) -> Result<Vec<TrialRecord>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let ids: Vec<i64> = unfinished.iter().map(|t| t.0).collect();
+    let sql = format!(
+        "SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = ? \
+         AND (number >= ? OR id IN (SELECT value FROM json_each(?))) ORDER BY number"
+    );
+    sqlx::query(&sql)
+        .bind(study.0)
+        .bind(i64::try_from(next_number).unwrap_or(i64::MAX))
+        .bind(serde_json::to_string(&ids).expect("ids serialize"))
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(trial_from_row)
+        .collect()
+}
+
+/// An ask on SQLite: the transaction holds the database's one write lock (`BEGIN
+/// IMMEDIATE`), which is stronger than the study lock it stands for. The server does
+/// not use it on SQLite (it is the database's only writer and decides from memory);
+/// it exists so that one conformance suite covers both stores.
+struct SqliteAskTxn {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    study: StudyRecord,
+}
+
+#[async_trait]
+impl AskTxn for SqliteAskTxn {
+    fn study(&self) -> &StudyRecord {
+        &self.study
+    }
+
+    async fn trials_from(
+        &mut self,
+        next_number: u64,
+        unfinished: &[TrialId],
+    ) -> Result<Vec<TrialRecord>> {
+        trials_from(&mut *self.tx, self.study.id, next_number, unfinished).await
+    }
+
+    async fn lease_pending_trial(&mut self, lease: &LeaseGrant) -> Result<Option<TrialRecord>> {
+        lease_pending(&mut *self.tx, self.study.id, lease).await
+    }
+
+    async fn insert_leased_trial(
+        &mut self,
+        params: &Params,
+        lease: &LeaseGrant,
+    ) -> Result<TrialRecord> {
+        insert_leased(&mut self.tx, self.study.id, params, lease).await
+    }
+
+    async fn set_study_state(
+        &mut self,
+        state: StudyState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        set_state(&mut *self.tx, self.study.id, state, reason, now).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
+    async fn begin_ask(&self, study: StudyId) -> Result<Box<dyn AskTxn>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE id = ?"))
+            .bind(study.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::StudyNotFound(study))?;
+        let study = study_from_row(&row)?;
+        Ok(Box::new(SqliteAskTxn { tx, study }))
+    }
+
+    async fn trials_from(
+        &self,
+        study: StudyId,
+        next_number: u64,
+        unfinished: &[TrialId],
+    ) -> Result<Vec<TrialRecord>> {
+        trials_from(&self.pool, study, next_number, unfinished).await
+    }
+
     async fn create_study(&self, new: NewStudy, now: i64) -> Result<StudyRecord> {
         let sql = format!(
             "INSERT INTO studies (name, spec, direction, max_retries, state, created_at, updated_at) \
@@ -247,19 +430,7 @@ impl Store for SqliteStore {
         reason: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE studies SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(reason)
-        .bind(now)
-        .bind(id.0)
-        .execute(&self.writer)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::StudyNotFound(id));
-        }
-        Ok(())
+        set_state(&self.writer, id, state, reason, now).await
     }
 
     async fn delete_study(&self, id: StudyId) -> Result<()> {
@@ -377,42 +548,10 @@ impl Store for SqliteStore {
         params: &Params,
         lease: &LeaseGrant,
     ) -> Result<TrialRecord> {
-        // One statement, so the number is computed and taken atomically.
-        let sql = format!(
-            "INSERT INTO trials (study_id, number, state, params, config_key, worker, lease_token, \
-                 lease_expires_at, attempts, created_at, started_at) \
-             SELECT ?1, COALESCE(MAX(number) + 1, 0), 'running', ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7 \
-             FROM trials WHERE study_id = ?1 \
-             RETURNING {TRIAL_COLUMNS}"
-        );
-        let (params_text, key) = (to_json_text(params)?, config_key(params));
-        let lease = lease.clone();
+        let (params, lease) = (params.clone(), lease.clone());
         self.batch
             .write(Box::new(move |conn| {
-                Box::pin(async move {
-                    let query = sqlx::query(&sql)
-                        .bind(study.0)
-                        .bind(params_text)
-                        .bind(key)
-                        .bind(lease.worker)
-                        .bind(lease.token)
-                        .bind(lease.expires_at)
-                        .bind(lease.now);
-                    let row = write_returning(query, &mut *conn)
-                        .await
-                        .map_err(|e| match e {
-                            sqlx::Error::Database(ref d) if d.is_foreign_key_violation() => {
-                                StoreError::StudyNotFound(study)
-                            }
-                            // The config (numbers cannot collide: one writer).
-                            sqlx::Error::Database(ref d) if d.is_unique_violation() => {
-                                StoreError::DuplicateConfig(study)
-                            }
-                            other => other.into(),
-                        })?
-                        .ok_or_else(|| StoreError::Corrupt("an insert returned no row".into()))?;
-                    trial_from_row(&row)
-                })
+                Box::pin(async move { insert_leased(conn, study, &params, &lease).await })
             }))
             .await
     }
@@ -422,21 +561,7 @@ impl Store for SqliteStore {
         study: StudyId,
         lease: &LeaseGrant,
     ) -> Result<Option<TrialRecord>> {
-        let sql = format!(
-            "UPDATE trials SET state = 'running', worker = ?, lease_token = ?, lease_expires_at = ?, \
-                 attempts = attempts + 1, started_at = ? \
-             WHERE id = (SELECT id FROM trials WHERE study_id = ? AND state = 'pending' \
-                         ORDER BY number LIMIT 1) \
-             RETURNING {TRIAL_COLUMNS}"
-        );
-        let query = sqlx::query(&sql)
-            .bind(&lease.worker)
-            .bind(&lease.token)
-            .bind(lease.expires_at)
-            .bind(lease.now)
-            .bind(study.0);
-        let row = write_returning(query, &self.writer).await?;
-        row.as_ref().map(trial_from_row).transpose()
+        lease_pending(&self.writer, study, lease).await
     }
 
     async fn heartbeat(

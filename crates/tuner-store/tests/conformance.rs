@@ -74,6 +74,9 @@ conformance!(
     counts_follow_every_state_change,
     concurrent_finishes_are_answered_one_by_one,
     deleting_a_study_while_its_trials_change,
+    asks_from_replicas_keep_the_budget_exact,
+    an_ask_dropped_before_commit_leaves_nothing,
+    an_ask_sees_every_replicas_trials_as_they_are,
 );
 
 pg_only!(
@@ -130,6 +133,146 @@ fn failed(reason: &str) -> Finish {
         metrics: None,
         reason: Some(reason.into()),
     }
+}
+
+/// What a server's ask does in its transaction, reduced to the budget: count what the
+/// database has (catching up from nothing), insert one more if the budget allows.
+async fn ask_within_budget(store: &dyn Store, study: StudyId, budget: u64, k: i64) -> Option<u64> {
+    let mut txn = store.begin_ask(study).await.unwrap();
+    let trials = txn.trials_from(0, &[]).await.unwrap();
+    let numbers: Vec<u64> = trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (0..trials.len() as u64).collect::<Vec<_>>());
+    if trials.len() as u64 >= budget {
+        return None;
+    }
+    let t = txn
+        .insert_leased_trial(&params(k), &grant(&format!("a{k}"), 0, 1_000))
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    Some(t.number)
+}
+
+/// Many asks at once on two replicas, each deciding in its own transaction: exactly
+/// the budget is handed out, with dense numbers and no error.
+async fn asks_from_replicas_keep_the_budget_exact(b: &Backend) {
+    let one = b.open().await;
+    let two = b.replica(&one).await;
+    let study = one
+        .create_study(new_study(Direction::Maximize, 0), 0)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..24)
+        .map(|k| {
+            let store = if k % 2 == 0 { one.clone() } else { two.clone() };
+            tokio::spawn(async move { ask_within_budget(store.as_ref(), study.id, 10, k).await })
+        })
+        .collect();
+    let mut numbers = Vec::new();
+    for t in tasks {
+        numbers.extend(t.await.unwrap());
+    }
+    numbers.sort();
+    assert_eq!(numbers, (0..10).collect::<Vec<u64>>());
+    assert_eq!(two.trial_counts(study.id).await.unwrap().running, 10);
+    assert!(matches!(
+        one.begin_ask(StudyId(9_999)).await,
+        Err(StoreError::StudyNotFound(_))
+    ));
+}
+
+/// An ask that fails or is abandoned half-way changes nothing and holds nothing.
+async fn an_ask_dropped_before_commit_leaves_nothing(b: &Backend) {
+    let one = b.open().await;
+    let study = one
+        .create_study(new_study(Direction::Maximize, 0), 0)
+        .await
+        .unwrap();
+    {
+        let mut txn = one.begin_ask(study.id).await.unwrap();
+        txn.insert_leased_trial(&params(1), &grant("gone", 0, 1_000))
+            .await
+            .unwrap();
+        txn.set_study_state(StudyState::Completed, Some("no"), 5)
+            .await
+            .unwrap();
+        // Dropped: rolled back.
+    }
+    let two = b.replica(&one).await;
+    // The lock is free again (a second ask would otherwise wait for ever).
+    let number = tokio::time::timeout(
+        Duration::from_secs(20),
+        ask_within_budget(two.as_ref(), study.id, 5, 2),
+    )
+    .await
+    .expect("the dropped ask's lock was released");
+    assert_eq!(number, Some(0));
+    assert_eq!(
+        one.get_study(study.id).await.unwrap().state,
+        StudyState::Running
+    );
+    assert_eq!(one.trial_summaries(study.id).await.unwrap().len(), 1);
+}
+
+/// A replica's cache catching up inside its ask sees the other replica's new trials and
+/// the current state of the ones it knew unfinished; a re-queued trial is leased again.
+async fn an_ask_sees_every_replicas_trials_as_they_are(b: &Backend) {
+    let one = b.open().await;
+    let two = b.replica(&one).await;
+    let study = one
+        .create_study(new_study(Direction::Maximize, 3), 0)
+        .await
+        .unwrap();
+    let a = one
+        .insert_leased_trial(study.id, &params(0), &grant("a", 0, 100))
+        .await
+        .unwrap();
+    // Replica two: a trial finishes, another is added.
+    two.finish_trial(a.id, "a", 10, completed(0.5))
+        .await
+        .unwrap();
+    let b2 = two
+        .insert_leased_trial(study.id, &params(1), &grant("b", 0, 100))
+        .await
+        .unwrap();
+    // Replica one knew trial 0 (unfinished); it catches up from number 1.
+    let mut txn = one.begin_ask(study.id).await.unwrap();
+    let fresh = txn.trials_from(1, &[a.id]).await.unwrap();
+    assert_eq!(
+        fresh
+            .iter()
+            .map(|t| (t.number, t.state))
+            .collect::<Vec<_>>(),
+        vec![(0, TrialState::Completed), (1, TrialState::Running)]
+    );
+    assert_eq!(fresh[0].value, Some(0.5));
+    assert!(
+        txn.lease_pending_trial(&grant("c", 20, 100))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    txn.commit().await.unwrap();
+    assert_eq!(
+        one.trials_from(study.id, 2, &[]).await.unwrap().len(),
+        0,
+        "nothing numbered 2 or more"
+    );
+
+    // Expired and re-queued by replica two: replica one's ask leases it again.
+    two.reap_expired_leases(500).await.unwrap();
+    let mut txn = one.begin_ask(study.id).await.unwrap();
+    let again = txn
+        .lease_pending_trial(&grant("d", 600, 100))
+        .await
+        .unwrap()
+        .expect("the re-queued trial");
+    assert_eq!((again.id, again.attempts), (b2.id, 2));
+    txn.commit().await.unwrap();
+    assert_eq!(
+        two.get_trial(b2.id).await.unwrap().lease_token.as_deref(),
+        Some("d")
+    );
 }
 
 /// Every event of the study, read in pages as a watching client would.

@@ -1,0 +1,44 @@
+//! An ask as one transaction, for servers that share their database.
+//!
+//! Several server replicas on one PostgreSQL must agree on budget, parallelism, trial
+//! numbers and what the sampler sees. [`crate::Store::begin_ask`] takes the study's row
+//! lock (`FOR NO KEY UPDATE` on PostgreSQL, so completions that reference the study
+//! are not blocked) and every step of the ask runs under it, in one transaction:
+//! re-reading the trials that may have changed, leasing a re-queued trial or inserting
+//! a new one, completing the study. Dropping the transaction without committing rolls
+//! it all back.
+
+use async_trait::async_trait;
+use tuner_core::{Params, StudyState, TrialId};
+
+use crate::{LeaseGrant, Result, StudyRecord, TrialRecord};
+
+#[async_trait]
+pub trait AskTxn: Send {
+    /// The study as of the lock.
+    fn study(&self) -> &StudyRecord;
+    /// The study's trials numbered `next_number` or more, and the current state of each
+    /// of `unfinished`, by number, without epochs: what a cache that knows trials
+    /// `0..next_number` needs to be exact (finished trials never change).
+    async fn trials_from(
+        &mut self,
+        next_number: u64,
+        unfinished: &[TrialId],
+    ) -> Result<Vec<TrialRecord>>;
+    /// Leases the oldest pending (re-queued) trial of the study, if any.
+    async fn lease_pending_trial(&mut self, lease: &LeaseGrant) -> Result<Option<TrialRecord>>;
+    /// Creates the study's next trial, already leased.
+    async fn insert_leased_trial(
+        &mut self,
+        params: &Params,
+        lease: &LeaseGrant,
+    ) -> Result<TrialRecord>;
+    async fn set_study_state(
+        &mut self,
+        state: StudyState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<()>;
+    /// Makes it all durable; only then may anything of it be answered.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
