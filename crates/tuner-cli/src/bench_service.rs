@@ -1,28 +1,98 @@
 //! `tuner-cli bench service`: ask + complete cycles per second through the real HTTP
 //! stack, with many concurrent workers on one study, checking nothing is lost or
-//! handed out twice.
+//! handed out twice. On PostgreSQL, `--replicas N` runs N servers on the database (in
+//! this process, each with its own connection pool) and spreads the workers over them.
 
 use std::{collections::HashSet, sync::Arc, time::Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tuner_api::{ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat};
 use tuner_core::{TrialState, config_key};
 use tuner_server::{AppState, ServerConfig};
-use tuner_store::SqliteStore;
 
-pub async fn bench_service(workers: usize, trials: u32) -> Result<()> {
-    if workers == 0 || trials == 0 {
-        bail!("--workers and --trials must be at least 1");
+use crate::db::{DbTarget, OpenStore};
+
+/// One server of the benchmark, on a loopback port.
+struct BenchServer {
+    store: OpenStore,
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BenchServer {
+    async fn start(target: &DbTarget) -> Result<Self> {
+        let store = OpenStore::open(target).await?;
+        let state = AppState::new(store.shared(), ServerConfig::default());
+        let reaper = tuner_server::spawn_reaper(state.clone(), std::time::Duration::from_secs(5));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, tuner_server::app(state)).await;
+            reaper.abort();
+        });
+        Ok(Self { store, url, task })
+    }
+
+    async fn stop(self) {
+        self.task.abort();
+        self.store.close().await;
+    }
+}
+
+/// `family/model` of the first processor, as in /proc/cpuinfo.
+pub fn host_cpu() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "{} (family {}, model {}), {} cores",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}
+
+pub async fn bench_service(
+    workers: usize,
+    trials: u32,
+    replicas: usize,
+    db: Option<&str>,
+) -> Result<()> {
+    if workers == 0 || trials == 0 || replicas == 0 {
+        bail!("--workers, --trials and --replicas must be at least 1");
     }
     let dir = std::env::temp_dir().join(format!("tuner-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let db = dir.join("bench.db");
-    let store = SqliteStore::open(&db).await?;
-    let state = AppState::new(Arc::new(store.clone()), ServerConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(async move { axum::serve(listener, tuner_server::app(state)).await });
-    let client = ApiClient::new(&url);
+    let target = match db {
+        Some(db) => DbTarget::parse(db),
+        None => {
+            std::fs::create_dir_all(&dir)?;
+            DbTarget::Sqlite(dir.join("bench.db"))
+        }
+    };
+    if replicas > 1 && matches!(target, DbTarget::Sqlite(_)) {
+        bail!("--replicas needs a PostgreSQL --db: a SQLite file has one server");
+    }
+    let mut servers = Vec::with_capacity(replicas);
+    for _ in 0..replicas {
+        servers.push(
+            BenchServer::start(&target)
+                .await
+                .with_context(|| format!("cannot start a server on {}", target.describe()))?,
+        );
+    }
+    println!(
+        "host: {}; database: {}; {replicas} server(s)",
+        host_cpu(),
+        target.describe()
+    );
+    let clients: Vec<ApiClient> = servers.iter().map(|s| ApiClient::new(&s.url)).collect();
+    let client = clients[0].clone();
     let space = format!(
         "version: 1\nname: bench-service\nobjective: {{metric: score, direction: maximize}}\n\
          budget: {{max_trials: {trials}, parallelism: {workers}}}\noptimizer: {{kind: random, seed: 1}}\n\
@@ -44,7 +114,7 @@ pub async fn bench_service(workers: usize, trials: u32) -> Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(workers);
     for i in 0..workers {
-        let client = client.clone();
+        let client = clients[i % clients.len()].clone();
         let completed_so_far = completed_so_far.clone();
         tasks.push(tokio::spawn(async move {
             let req = AskRequest {
@@ -96,8 +166,9 @@ pub async fn bench_service(workers: usize, trials: u32) -> Result<()> {
         list.len(),
         distinct.len()
     );
-    server.abort();
-    store.close().await;
+    for server in servers {
+        server.stop().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     if list.len() != trials as usize
         || completed != trials

@@ -260,6 +260,13 @@ enum BenchCommand {
         workers: usize,
         #[arg(long, default_value_t = 5_000)]
         trials: u32,
+        /// Servers on the database (more than one needs PostgreSQL).
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// The database (default: a fresh SQLite file in a temp folder); a PostgreSQL
+        /// database gets a new study in it.
+        #[arg(long)]
+        db: Option<String>,
     },
 }
 
@@ -456,8 +463,14 @@ async fn run(cli: Cli) -> Result<()> {
                 },
         } => training::bench(config.as_deref(), batches, batch_size, data_dir.as_deref()),
         Command::Bench {
-            what: BenchCommand::Service { workers, trials },
-        } => bench_service::bench_service(workers, trials).await,
+            what:
+                BenchCommand::Service {
+                    workers,
+                    trials,
+                    replicas,
+                    db,
+                },
+        } => bench_service::bench_service(workers, trials, replicas, db.as_deref()).await,
         Command::Bench {
             what:
                 BenchCommand::Optimizer {

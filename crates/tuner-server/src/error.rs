@@ -67,6 +67,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The same refusal for another request (a batch of asks that failed together).
+    pub(crate) fn replicate(&self) -> Self {
+        match self {
+            Self::NotFound(m) => Self::NotFound(m.clone()),
+            Self::StorageUnavailable(m) => Self::StorageUnavailable(m.clone()),
+            Self::Conflict { code, message } => Self::Conflict {
+                code,
+                message: message.clone(),
+            },
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

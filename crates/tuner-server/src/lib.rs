@@ -12,6 +12,7 @@ mod error;
 mod history;
 mod routes;
 mod scheduler;
+mod shared_ask;
 mod views;
 mod watch;
 
@@ -71,6 +72,8 @@ struct Inner {
     /// One lock per study serializes `ask`, so budget counting and trial numbering
     /// cannot race between concurrent workers.
     ask_locks: Mutex<HashMap<StudyId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Asks waiting per study when the database is shared (served in batches).
+    ask_queues: Mutex<HashMap<StudyId, Arc<shared_ask::AskQueue>>>,
     /// Trial outcomes by study, kept current by every handler that changes a trial.
     histories: history::Histories,
     /// Study records (read on every ask and completion), dropped whenever one changes.
@@ -106,6 +109,7 @@ impl AppState {
                 config,
                 specs: Mutex::default(),
                 ask_locks: Mutex::default(),
+                ask_queues: Mutex::default(),
                 histories: history::Histories::default(),
                 studies: Mutex::default(),
                 next_expiry: AtomicI64::new(i64::MIN),
@@ -135,6 +139,15 @@ impl AppState {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         locks.entry(id).or_default().clone()
+    }
+
+    fn ask_queue(&self, id: StudyId) -> Arc<shared_ask::AskQueue> {
+        let mut queues = self
+            .inner
+            .ask_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        queues.entry(id).or_default().clone()
     }
 
     /// The study's record, from memory when possible (never when the database is
@@ -213,6 +226,11 @@ impl AppState {
             .remove(&id);
         self.inner
             .importance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.inner
+            .ask_queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);

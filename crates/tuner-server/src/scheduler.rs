@@ -74,7 +74,7 @@ fn merged_config(params: &Params, spec: &StudySpec) -> Params {
     config
 }
 
-fn leased(
+pub(crate) fn leased(
     state: &AppState,
     record: &StudyRecord,
     spec: &StudySpec,
@@ -107,11 +107,11 @@ pub async fn ask(
     id: StudyId,
     worker: Option<String>,
 ) -> Result<AskOutcome, ApiError> {
+    if state.is_shared() {
+        return crate::shared_ask::ask(state, id, worker).await;
+    }
     let lock = state.ask_lock(id);
     let _serialized = lock.lock().await;
-    if state.is_shared() {
-        return ask_shared(state, id, worker).await;
-    }
 
     if state.lease_may_have_expired(views::now_ms()) {
         reap_once(state).await?;
@@ -171,7 +171,7 @@ pub async fn ask(
     }
 }
 
-fn new_grant(state: &AppState, worker: Option<String>) -> LeaseGrant {
+pub(crate) fn new_grant(state: &AppState, worker: Option<String>) -> LeaseGrant {
     let now = views::now_ms();
     LeaseGrant {
         token: new_token(),
@@ -182,7 +182,7 @@ fn new_grant(state: &AppState, worker: Option<String>) -> LeaseGrant {
 }
 
 /// Runs the study's sampler on a blocking thread.
-async fn suggest(
+pub(crate) async fn suggest(
     spec: &Arc<StudySpec>,
     history: crate::history::Snapshot,
 ) -> Result<Result<Params, OptimError>, ApiError> {
@@ -199,81 +199,6 @@ async fn suggest(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("sampler task panicked: {e}")))
-}
-
-/// `ask` for servers that share their database (replicas on PostgreSQL): one
-/// transaction holds the study against the asks of every server, and every decision in
-/// it (state, parallelism, budget, the re-queued trial, the sampler's history and the
-/// new trial's number) is made on the database's trials as of that lock, caught up into
-/// this server's cache, not on what this server alone has seen.
-async fn ask_shared(
-    state: &AppState,
-    id: StudyId,
-    worker: Option<String>,
-) -> Result<AskOutcome, ApiError> {
-    let mut txn = state.store().begin_ask(id).await?;
-    let record = txn.study().clone();
-    match record.state {
-        StudyState::Running => {}
-        StudyState::Paused => return Ok(AskOutcome::Wait),
-        _ => return Ok(AskOutcome::Done),
-    }
-    let spec = spec_of(state, &record).await?;
-    let held = &mut txn;
-    let history = state
-        .histories()
-        .catch_up(state.store(), id, move |next, unfinished| async move {
-            held.trials_from(next, &unfinished).await
-        })
-        .await?;
-    let counts = history.counts;
-    if counts.running >= u64::from(spec.budget.parallelism) {
-        return Ok(AskOutcome::Wait);
-    }
-    let grant = new_grant(state, worker);
-    if counts.pending > 0
-        && let Some(trial) = txn.lease_pending_trial(&grant).await?
-    {
-        txn.commit().await?;
-        state.histories().record(&trial).await;
-        return Ok(leased(state, &record, &spec, trial));
-    }
-    if counts.spent() >= u64::from(spec.budget.max_trials) {
-        let reason = format!("budget of {} trials spent", spec.budget.max_trials);
-        return nothing_left(state, txn, id, counts, reason).await;
-    }
-    match suggest(&spec, history).await? {
-        Ok(params) => {
-            let trial = txn.insert_leased_trial(&params, &grant).await?;
-            txn.commit().await?;
-            state.histories().record(&trial).await;
-            tracing::info!(study = %id, trial = %trial.id, number = trial.number, "trial started");
-            Ok(leased(state, &record, &spec, trial))
-        }
-        Err(e @ (OptimError::Exhausted { .. } | OptimError::NoFreshConfig { .. })) => {
-            nothing_left(state, txn, id, counts, e.to_string()).await
-        }
-    }
-}
-
-/// The study has nothing more to hand out: it waits for what is in flight (which may
-/// be re-queued), else it is completed, in the ask's transaction.
-async fn nothing_left(
-    state: &AppState,
-    mut txn: Box<dyn tuner_store::AskTxn>,
-    id: StudyId,
-    counts: tuner_store::TrialCounts,
-    reason: String,
-) -> Result<AskOutcome, ApiError> {
-    if counts.in_flight() > 0 {
-        return Ok(AskOutcome::Wait);
-    }
-    tracing::info!(study = %id, %reason, "study completed");
-    txn.set_study_state(StudyState::Completed, Some(&reason), views::now_ms())
-        .await?;
-    txn.commit().await?;
-    state.drop_cached_study(id);
-    Ok(AskOutcome::Done)
 }
 
 /// Leases a trial from the oldest running study (of `trainer` kind, if given) that

@@ -1,0 +1,227 @@
+//! `ask` for servers that share their database (replicas on PostgreSQL).
+//!
+//! Every decision is made inside one transaction that holds the study against the asks
+//! of every server ([`tuner_store::Store::begin_ask`]): the study's state, parallelism,
+//! budget, the re-queued trial to hand out again, the sampler's history and the new
+//! trial's number all come from the database's trials as of that lock, caught up into
+//! this server's cache — not from what this server alone has seen.
+//!
+//! The asks of one study waiting in this server are served together: whoever gets the
+//! study's local lock takes every ask queued so far and answers them all from one
+//! transaction, so a burst of asks costs one lock and one commit, not one each. Each
+//! answer is sent only after that commit.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use tuner_core::{StudyId, StudyState};
+use tuner_optim::{Observation, OptimError, Outcome};
+use tuner_store::{AskTxn, TrialCounts};
+
+use crate::{
+    ApiError, AppState,
+    history::Snapshot,
+    scheduler::{AskOutcome, leased, new_grant, spec_of, suggest},
+    views,
+};
+
+/// One ask waiting for its study's transaction.
+struct Waiter {
+    worker: Option<String>,
+    answer: oneshot::Sender<Result<AskOutcome, ApiError>>,
+}
+
+/// The asks of one study waiting in this server.
+#[derive(Default)]
+pub(crate) struct AskQueue {
+    waiting: Mutex<Vec<Waiter>>,
+}
+
+impl AskQueue {
+    fn push(&self, waiter: Waiter) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(waiter);
+    }
+
+    fn take(&self) -> Vec<Waiter> {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Leases the study's next trial, deciding in the database.
+pub async fn ask(
+    state: &AppState,
+    id: StudyId,
+    worker: Option<String>,
+) -> Result<AskOutcome, ApiError> {
+    let queue = state.ask_queue(id);
+    let (answer, answered) = oneshot::channel();
+    queue.push(Waiter { worker, answer });
+    {
+        let lock = state.ask_lock(id);
+        let _serving = lock.lock().await;
+        // Empty when the one who held the lock before took this ask along.
+        let batch = queue.take();
+        if !batch.is_empty() {
+            serve(state, id, batch).await;
+        }
+    }
+    answered
+        .await
+        .map_err(|_| ApiError::Internal("an ask was dropped unanswered".into()))?
+}
+
+/// Answers every waiter, from one transaction.
+async fn serve(state: &AppState, id: StudyId, batch: Vec<Waiter>) {
+    let workers: Vec<Option<String>> = batch.iter().map(|w| w.worker.clone()).collect();
+    match decide(state, id, workers).await {
+        Ok(outcomes) => {
+            for (waiter, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = waiter.answer.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            for waiter in batch {
+                let _ = waiter.answer.send(Err(e.replicate()));
+            }
+        }
+    }
+}
+
+/// The study's history as this batch changes it: what the sampler sees for the next
+/// ask includes the trials handed out to the asks before it.
+struct Working {
+    observations: Arc<Vec<Observation>>,
+    keys: Arc<std::collections::HashSet<String>>,
+    counts: TrialCounts,
+}
+
+impl Working {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            observations: self.observations.clone(),
+            keys: self.keys.clone(),
+            counts: self.counts,
+        }
+    }
+
+    fn leased_pending(&mut self) {
+        self.counts.pending -= 1;
+        self.counts.running += 1;
+    }
+
+    fn inserted(&mut self, params: &tuner_core::Params) {
+        Arc::make_mut(&mut self.keys).insert(tuner_core::config_key(params));
+        Arc::make_mut(&mut self.observations).push(Observation {
+            params: params.clone(),
+            outcome: Outcome::Pending,
+        });
+        self.counts.running += 1;
+    }
+}
+
+/// One outcome per worker, in order, all committed together.
+async fn decide(
+    state: &AppState,
+    id: StudyId,
+    workers: Vec<Option<String>>,
+) -> Result<Vec<AskOutcome>, ApiError> {
+    let mut txn = state.store().begin_ask(id).await?;
+    let record = txn.study().clone();
+    match record.state {
+        StudyState::Running => {}
+        StudyState::Paused => return Ok(workers.iter().map(|_| AskOutcome::Wait).collect()),
+        _ => return Ok(workers.iter().map(|_| AskOutcome::Done).collect()),
+    }
+    let spec = spec_of(state, &record).await?;
+    let held = &mut txn;
+    let history = state
+        .histories()
+        .catch_up(state.store(), id, move |next, unfinished| async move {
+            held.trials_from(next, &unfinished).await
+        })
+        .await?;
+    let mut working = Working {
+        observations: history.observations,
+        keys: history.keys,
+        counts: history.counts,
+    };
+    let mut outcomes = Vec::with_capacity(workers.len());
+    let mut handed_out = Vec::new();
+    // Set once nothing more can be handed out: the asks after it wait or are done.
+    let mut over = false;
+    for worker in workers {
+        if over {
+            outcomes.push(if working.counts.in_flight() > 0 {
+                AskOutcome::Wait
+            } else {
+                AskOutcome::Done
+            });
+            continue;
+        }
+        if working.counts.running >= u64::from(spec.budget.parallelism) {
+            outcomes.push(AskOutcome::Wait);
+            continue;
+        }
+        let grant = new_grant(state, worker);
+        if working.counts.pending > 0
+            && let Some(trial) = txn.lease_pending_trial(&grant).await?
+        {
+            working.leased_pending();
+            handed_out.push(trial.clone());
+            outcomes.push(leased(state, &record, &spec, trial));
+            continue;
+        }
+        if working.counts.spent() >= u64::from(spec.budget.max_trials) {
+            let reason = format!("budget of {} trials spent", spec.budget.max_trials);
+            outcomes.push(nothing_left(&mut txn, id, working.counts, &reason).await?);
+            over = true;
+            continue;
+        }
+        match suggest(&spec, working.snapshot()).await? {
+            Ok(params) => {
+                let trial = txn.insert_leased_trial(&params, &grant).await?;
+                working.inserted(&params);
+                handed_out.push(trial.clone());
+                outcomes.push(leased(state, &record, &spec, trial));
+            }
+            Err(e @ (OptimError::Exhausted { .. } | OptimError::NoFreshConfig { .. })) => {
+                let reason = e.to_string();
+                outcomes.push(nothing_left(&mut txn, id, working.counts, &reason).await?);
+                over = true;
+            }
+        }
+    }
+    if let Err(e) = txn.commit().await {
+        // The cache was caught up inside the rolled-back transaction, which is still
+        // what the database holds; only this batch's trials never existed.
+        return Err(e.into());
+    }
+    if over {
+        state.drop_cached_study(id);
+    }
+    for trial in &handed_out {
+        state.histories().record(trial).await;
+        tracing::info!(study = %id, trial = %trial.id, number = trial.number, "trial started");
+    }
+    Ok(outcomes)
+}
+
+/// The study has nothing more to hand out: it waits for what is in flight (which may
+/// be re-queued), else it is completed (once) in the batch's transaction.
+async fn nothing_left(
+    txn: &mut Box<dyn AskTxn>,
+    id: StudyId,
+    counts: TrialCounts,
+    reason: &str,
+) -> Result<AskOutcome, ApiError> {
+    if counts.in_flight() > 0 {
+        return Ok(AskOutcome::Wait);
+    }
+    tracing::info!(study = %id, %reason, "study completed");
+    txn.set_study_state(StudyState::Completed, Some(reason), views::now_ms())
+        .await?;
+    Ok(AskOutcome::Done)
+}
