@@ -1,11 +1,13 @@
 //! tuner-cli: the one binary users install.
 //!
-//! `serve` runs the HTTP service on a SQLite file; the other commands are clients
-//! of a running server (`--server`, or `TUNER_SERVER`). Owns only argument parsing,
+//! `serve` runs the HTTP service on a database and `copy` moves studies between
+//! databases; the other commands are clients of a running server (`--server`, or
+//! `TUNER_SERVER`). Owns only argument parsing,
 //! presentation and process wiring: the rules live in the library crates.
 
 mod bench_optimizer;
 mod bench_service;
+mod copy;
 mod db;
 mod local;
 mod output;
@@ -226,6 +228,19 @@ enum Command {
     Resume { id: StudyId },
     /// Delete a study and all its trials.
     Delete { id: StudyId },
+    /// Copy studies, with their trials, epochs and event log, from one database into
+    /// another (e.g. SQLite to PostgreSQL); each becomes a new study of the target.
+    Copy {
+        /// The database to read: a SQLite file (`sqlite:PATH` too) or `postgres://...`.
+        #[arg(long)]
+        from: String,
+        /// The database to write into (a SQLite file is created if missing).
+        #[arg(long)]
+        to: String,
+        /// Copy this study only (repeatable; default: every study).
+        #[arg(long = "study", value_name = "ID")]
+        studies: Vec<StudyId>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -634,6 +649,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stop { id } => control(&client, id, "stop").await,
         Command::Pause { id } => control(&client, id, "pause").await,
         Command::Resume { id } => control(&client, id, "resume").await,
+        Command::Copy { from, to, studies } => copy::copy(&from, &to, &studies).await,
         Command::Delete { id } => {
             client.delete_study(id).await?;
             println!("study {id} deleted");

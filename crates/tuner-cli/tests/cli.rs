@@ -1594,3 +1594,220 @@ async fn three_replicas_on_postgres_survive_a_sigkill() {
         .count();
     assert_eq!(created, TRIALS as usize, "each creation seen once");
 }
+
+/// GET `path` from a server as JSON, without what a copy changes or a clock moves: ids
+/// and durations (of running trials, measured from now).
+async fn json_without_ids(url: &str, path: &str) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for key in ["id", "trial_id", "study_id", "duration_seconds"] {
+                    m.remove(key);
+                }
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let resp = reqwest::get(format!("{url}{path}")).await.unwrap();
+    assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    let mut v: serde_json::Value = resp.json().await.unwrap();
+    strip(&mut v);
+    v
+}
+
+/// A finished study's whole event stream from a server: each event's SSE id and data.
+async fn event_log(url: &str, study: &str) -> Vec<(i64, serde_json::Value)> {
+    let mut resp = reqwest::Client::new()
+        .get(format!("{url}/studies/{study}/trials"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let (mut text, mut events) = (String::new(), Vec::new());
+    let read = async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                };
+                match (field("event:"), field("id:"), field("data:")) {
+                    (Some(kind), _, _) if kind == "end" => return,
+                    (Some(_), Some(id), Some(data)) => {
+                        events.push((id.parse().unwrap(), serde_json::from_str(&data).unwrap()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("a finished study's stream ends");
+    events
+}
+
+#[test]
+fn copy_refuses_a_missing_source_and_the_same_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let copy = |args: &[&str]| cli("http://127.0.0.1:9", &[&["copy"][..], args].concat());
+
+    // A missing source is an error, and no file is made for it (nor for the target).
+    let out = copy(&["--from", &path("missing.db"), "--to", &path("t.db")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!dir.path().join("missing.db").exists());
+    assert!(!dir.path().join("t.db").exists());
+
+    let server = Server::start(&dir.path().join("a.db"), &[]);
+    let id = finished_study(&server, dir.path(), 4, 1);
+    let same = format!("sqlite:{}/./a.db", dir.path().display());
+    let out = copy(&["--from", &path("a.db"), "--to", &same]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("same database"), "{}", stderr(&out));
+
+    let out = copy(&[
+        "--from",
+        &path("a.db"),
+        "--to",
+        &path("b.db"),
+        "--study",
+        "99",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("study 99 not found"),
+        "{}",
+        stderr(&out)
+    );
+
+    // SQLite to SQLite, from a database its server is using: the chosen study.
+    let out = copy(&[
+        "--from",
+        &path("a.db"),
+        "--to",
+        &path("b.db"),
+        "--study",
+        &id,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("study {id} → 1: 4 trials, 4 epochs, ")),
+        "{}",
+        stdout(&out)
+    );
+    let copied = Server::start(&dir.path().join("b.db"), &[]);
+    let best = |s: &Server, id: &str| stdout(&cli(&s.url, &["best", id]));
+    assert_eq!(best(&copied, "1"), best(&server, &id));
+}
+
+/// A study run on the SQLite default, plus one with a trial still running, copied with
+/// the binary into PostgreSQL: a server on the target answers every read alike (studies,
+/// trials, best, summary, the event stream), but for ids.
+#[test]
+fn copy_moves_studies_from_sqlite_to_postgres_where_they_read_the_same() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(pg) = runtime.block_on(pg_database()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lite = dir.path().join("lite.db");
+    let server = Server::start(&lite, &[]);
+    let done = finished_study(&server, dir.path(), 12, 1);
+    let running = runtime.block_on(async {
+        let client = server.client();
+        let study = client
+            .create_study(&space(5, 2), DocFormat::Yaml)
+            .await
+            .unwrap();
+        let answer = client.ask(study.id, &AskRequest::default()).await.unwrap();
+        assert!(matches!(answer, AskAnswer::Leased(_)));
+        study.id.to_string()
+    });
+    let source_events = runtime.block_on(event_log(&server.url, &done));
+
+    let out = Command::new(BIN)
+        .args(["copy", "--from", lite.to_str().unwrap(), "--to", &pg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "study {done} → 1: 12 trials, 12 epochs, {} events\n\
+             study {running} → 2: 1 trials, 0 epochs, 2 events\n",
+            source_events.len()
+        )
+    );
+    let warning = stderr(&out);
+    assert!(
+        warning.contains(&format!("study {running} had 1 running trial"))
+            && warning.contains("re-queues them"),
+        "{warning}"
+    );
+
+    let target = Server::start(Path::new(&pg), &[]);
+    runtime.block_on(async {
+        for (path, copy) in [
+            ("/studies".to_owned(), "/studies".to_owned()),
+            (format!("/studies/{done}"), "/studies/1".to_owned()),
+            (
+                format!("/studies/{done}/trials"),
+                "/studies/1/trials".to_owned(),
+            ),
+            (
+                format!("/studies/{done}/best"),
+                "/studies/1/best".to_owned(),
+            ),
+            (format!("/studies/{running}"), "/studies/2".to_owned()),
+            (
+                format!("/studies/{running}/trials"),
+                "/studies/2/trials".to_owned(),
+            ),
+        ] {
+            assert_eq!(
+                json_without_ids(&target.url, &copy).await,
+                json_without_ids(&server.url, &path).await,
+                "{path}"
+            );
+        }
+        // The event log: the same events in the same order, each about the copy's trial
+        // of its number.
+        let copied = event_log(&target.url, "1").await;
+        let strip = |events: &[(i64, serde_json::Value)]| -> Vec<serde_json::Value> {
+            events
+                .iter()
+                .map(|(_, e)| {
+                    let mut e = e.clone();
+                    let m = e.as_object_mut().unwrap();
+                    m.remove("id");
+                    m.remove("trial_id");
+                    e
+                })
+                .collect()
+        };
+        assert_eq!(strip(&copied), strip(&source_events));
+        assert!(copied.windows(2).all(|w| w[0].0 < w[1].0));
+        let trials = target
+            .client()
+            .list_trials(StudyId(1))
+            .await
+            .unwrap()
+            .trials;
+        for (_, e) in &copied {
+            let trial = &trials[e["number"].as_u64().unwrap() as usize];
+            assert_eq!(e["trial_id"].as_i64(), Some(trial.id.0));
+        }
+    });
+    for args in [["best", "1"], ["summary", "1"]] {
+        let (on_source, on_target) = (cli(&server.url, &[args[0], &done]), cli(&target.url, &args));
+        assert!(on_target.status.success(), "{}", stderr(&on_target));
+        assert_eq!(stdout(&on_target), stdout(&on_source), "{args:?}");
+    }
+}

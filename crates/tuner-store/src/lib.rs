@@ -15,6 +15,7 @@
 
 mod ask;
 mod batch;
+mod dump;
 mod error;
 mod pg;
 mod records;
@@ -25,8 +26,8 @@ pub use ask::AskTxn;
 pub use error::StoreError;
 pub use pg::{PG_MIGRATOR, PgStore};
 pub use records::{
-    EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, StudyRecord, TrialCounts,
-    TrialEvent, TrialRecord,
+    EpochRecord, Finish, LeaseGrant, NewEpoch, NewStudy, ReapedTrial, StudyDump, StudyRecord,
+    TrialCounts, TrialEvent, TrialRecord,
 };
 pub use sqlite::{MIGRATOR, SqliteStore};
 
@@ -149,4 +150,16 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Vec<TrialEvent>>;
     /// How many of the study's most recently finished trials failed, in a row.
     async fn consecutive_failures(&self, study: StudyId, limit: u32) -> Result<u32>;
+
+    /// The whole study as of one moment (one read snapshot): the study, every trial with
+    /// its epochs, and its event log in order.
+    async fn export_study(&self, id: StudyId) -> Result<StudyDump>;
+    /// Writes a study read by [`Store::export_study`] (of this store or another) as a new
+    /// study, in one transaction: all of it or nothing. The new study and its trials get
+    /// this store's ids; numbers, params, states, values, metrics, lease fields, epochs,
+    /// times and the events (order and content) are the dump's, and the events come
+    /// after every event already in this store. The counts follow the trials. A dump
+    /// whose numbers are not dense from 0, or with an event about a trial it does not
+    /// have, is refused ([`StoreError::Corrupt`]) before anything is written.
+    async fn import_study(&self, dump: &StudyDump) -> Result<StudyRecord>;
 }

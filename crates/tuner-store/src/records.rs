@@ -128,3 +128,31 @@ pub struct TrialEvent {
     pub value: Option<f64>,
     pub at: i64,
 }
+
+/// A whole study as one store holds it, to copy into another ([`crate::Store::export_study`],
+/// [`crate::Store::import_study`]): what the API, the dashboard and `best` read of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyDump {
+    pub study: StudyRecord,
+    /// Every trial, by number, with every column (lease fields too) and its epochs.
+    pub trials: Vec<TrialRecord>,
+    /// The study's event log, oldest first, with the source's ids. On PostgreSQL an event
+    /// committed after the export asked for positions but before it read has none yet:
+    /// its id is 0, and it comes last, where the sequencer will put it.
+    pub events: Vec<TrialEvent>,
+}
+
+impl StudyDump {
+    /// Per-epoch reports over all trials.
+    pub fn epoch_count(&self) -> usize {
+        self.trials.iter().map(|t| t.epochs.len()).sum()
+    }
+
+    /// Trials that were running (held a lease) when the study was read.
+    pub fn running_count(&self) -> usize {
+        self.trials
+            .iter()
+            .filter(|t| t.state == TrialState::Running)
+            .count()
+    }
+}

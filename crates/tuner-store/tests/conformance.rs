@@ -12,7 +12,9 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use serde_json::json;
 use support::Backend;
 use tuner_core::{Direction, ParamValue, Params, StudyId, StudyState, TrialId, TrialState};
-use tuner_store::{Finish, LeaseGrant, NewEpoch, NewStudy, Store, StoreError, TrialEvent};
+use tuner_store::{
+    Finish, LeaseGrant, NewEpoch, NewStudy, Store, StoreError, StudyDump, StudyRecord, TrialEvent,
+};
 
 /// Generates `sqlite::<case>` and `pg::<case>` for each case.
 macro_rules! conformance {
@@ -77,6 +79,8 @@ conformance!(
     asks_from_replicas_keep_the_budget_exact,
     an_ask_dropped_before_commit_leaves_nothing,
     an_ask_sees_every_replicas_trials_as_they_are,
+    a_study_is_exported_and_imported_with_everything_but_its_ids,
+    a_failing_import_leaves_nothing_behind,
 );
 
 pg_only!(
@@ -1613,4 +1617,344 @@ async fn a_held_study_lock_does_not_block_finishing_a_trial(b: &Backend) {
         kinds_of(&events, t.id),
         ["created", "started", "epoch", "completed"]
     );
+}
+
+/// A study with a trial in every state and every column in use: completed and pruned
+/// with epochs, failed with a reason, re-queued after an expired lease (its token kept),
+/// released, running with an epoch and a live lease; stopped with a reason.
+async fn rich_study(store: &dyn Store) -> StudyId {
+    let study = store
+        .create_study(new_study(Direction::Minimize, 1), 5)
+        .await
+        .unwrap()
+        .id;
+    let t0 = store
+        .insert_leased_trial(study, &params(0), &grant("t0", 10, 1_000))
+        .await
+        .unwrap();
+    for (e, v) in [(0, 0.5), (1, 0.25)] {
+        store
+            .report_epoch(
+                t0.id,
+                "t0",
+                20 + e as i64,
+                1_000,
+                &epoch(e, v, json!({"loss": v})),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .finish_trial(t0.id, "t0", 40, completed(0.25))
+        .await
+        .unwrap();
+    let t1 = store
+        .insert_leased_trial(study, &params(1), &grant("t1", 50, 1_000))
+        .await
+        .unwrap();
+    store
+        .report_epoch(t1.id, "t1", 55, 1_000, &epoch(0, 0.9, json!({"loss": 0.9})))
+        .await
+        .unwrap();
+    let pruned = Finish {
+        state: TrialState::Pruned,
+        value: Some(0.9),
+        metrics: None,
+        reason: Some("pruned at epoch 0".into()),
+    };
+    store
+        .finish_trial_unleased(t1.id, 60, pruned)
+        .await
+        .unwrap();
+    let t2 = store
+        .insert_leased_trial(study, &params(2), &grant("t2", 65, 1_000))
+        .await
+        .unwrap();
+    store
+        .finish_trial(t2.id, "t2", 70, failed("boom"))
+        .await
+        .unwrap();
+    store
+        .insert_leased_trial(study, &params(3), &grant("t3", 80, 10))
+        .await
+        .unwrap();
+    assert_eq!(store.reap_expired_leases(100).await.unwrap().len(), 1);
+    let t4 = store
+        .insert_leased_trial(study, &params(4), &grant("t4", 100, 1_000))
+        .await
+        .unwrap();
+    store.release_trial(t4.id, "t4", 110).await.unwrap();
+    let t5 = store
+        .insert_leased_trial(study, &params(5), &grant("t5", 120, 1_000_000))
+        .await
+        .unwrap();
+    store
+        .report_epoch(
+            t5.id,
+            "t5",
+            125,
+            1_000_000,
+            &epoch(0, 0.7, json!({"loss": 0.7})),
+        )
+        .await
+        .unwrap();
+    let t6 = store
+        .insert_leased_trial(study, &params(6), &grant("t6", 130, 1_000))
+        .await
+        .unwrap();
+    store
+        .finish_trial(t6.id, "t6", 140, completed(0.1))
+        .await
+        .unwrap();
+    store
+        .set_study_state(study, StudyState::Stopped, Some("by the test"), 150)
+        .await
+        .unwrap();
+    study
+}
+
+/// The dump with every id (study, trial, event) blanked: what a copy keeps.
+fn without_ids(dump: &StudyDump) -> StudyDump {
+    let mut d = dump.clone();
+    d.study.id = StudyId(0);
+    for t in &mut d.trials {
+        t.id = TrialId(0);
+        t.study_id = StudyId(0);
+    }
+    for e in &mut d.events {
+        (e.id, e.study_id, e.trial_id) = (0, StudyId(0), TrialId(0));
+    }
+    d
+}
+
+/// A copy's own ids hang together: its trials and events are the study's, and every
+/// event names the copy's trial of its number.
+fn assert_ids_consistent(dump: &StudyDump) {
+    assert!(dump.trials.iter().all(|t| t.study_id == dump.study.id));
+    for e in &dump.events {
+        assert_eq!(e.study_id, dump.study.id);
+        assert_eq!(e.trial_id, dump.trials[e.number as usize].id, "{e:?}");
+    }
+    assert!(dump.events.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+async fn a_study_is_exported_and_imported_with_everything_but_its_ids(b: &Backend) {
+    let store = b.open().await;
+    let id = rich_study(&*store).await;
+    let dump = store.export_study(id).await.unwrap();
+    // The dump is what the store answers, all of it.
+    assert_eq!(dump.study, store.get_study(id).await.unwrap());
+    assert_eq!(dump.trials, store.list_trials(id).await.unwrap());
+    assert_eq!(dump.events, all_events(&*store, id).await);
+    assert_eq!(
+        (dump.trials.len(), dump.epoch_count(), dump.running_count()),
+        (7, 4, 1)
+    );
+    assert!(matches!(
+        store.export_study(StudyId(9_999)).await,
+        Err(StoreError::StudyNotFound(_))
+    ));
+
+    let before = store.last_event_id(id).await.unwrap();
+    let copy = store.import_study(&dump).await.unwrap();
+    assert_ne!(copy.id, id);
+    assert_eq!(
+        copy,
+        StudyRecord {
+            id: copy.id,
+            ..dump.study.clone()
+        }
+    );
+    let again = store.export_study(copy.id).await.unwrap();
+    assert_eq!(without_ids(&again), without_ids(&dump));
+    assert_ids_consistent(&again);
+    // The copied events come after every event already there, and no others exist:
+    // the triggers' own entries for the inserts are gone.
+    assert!(
+        again.events[0].id > before,
+        "{} > {before}",
+        again.events[0].id
+    );
+    assert_eq!(all_events(&*store, copy.id).await, again.events);
+    assert_eq!(
+        store
+            .trials_changed_after(copy.id, before)
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    // Counts, best and the failure streak read as on the original.
+    assert_eq!(
+        store.trial_counts(copy.id).await.unwrap(),
+        store.trial_counts(id).await.unwrap()
+    );
+    let counts = store.trial_counts(copy.id).await.unwrap();
+    assert_eq!(
+        (
+            counts.pending,
+            counts.running,
+            counts.completed,
+            counts.pruned,
+            counts.failed
+        ),
+        (2, 1, 2, 1, 1)
+    );
+    let best = store.best_trial(copy.id).await.unwrap().unwrap();
+    assert_eq!((best.number, best.value), (6, Some(0.1)));
+    assert_eq!(
+        store.consecutive_failures(copy.id, 10).await.unwrap(),
+        store.consecutive_failures(id, 10).await.unwrap()
+    );
+
+    // The copy goes on where the original was: the next number, distinct configs, the
+    // running trial's lease, re-queued trials, finished trials immutable.
+    let next = store
+        .insert_leased_trial(copy.id, &params(7), &grant("n", 200, 100))
+        .await
+        .unwrap();
+    assert_eq!(next.number, 7);
+    assert!(matches!(
+        store
+            .insert_leased_trial(copy.id, &params(0), &grant("d", 200, 100))
+            .await,
+        Err(StoreError::DuplicateConfig(_))
+    ));
+    let running = &again.trials[5];
+    store
+        .heartbeat(running.id, "t5", 200, 2_000_000)
+        .await
+        .unwrap();
+    let requeued = store
+        .lease_pending_trial(copy.id, &grant("r", 300, 100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((requeued.number, requeued.attempts), (3, 2));
+    assert!(
+        store
+            .finish_trial(again.trials[0].id, "t0", 300, completed(0.0))
+            .await
+            .is_err()
+    );
+    let refused = b
+        .exec(&format!(
+            "UPDATE trials SET value = 1 WHERE study_id = {} AND number = 0",
+            copy.id
+        ))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("immutable"), "{refused}");
+    let counts = store.trial_counts(copy.id).await.unwrap();
+    assert_eq!((counts.pending, counts.running), (1, 3));
+    // The original is untouched.
+    assert_eq!(store.export_study(id).await.unwrap(), dump);
+}
+
+/// Leftovers outside `keep` (study ids): rows deleted by a sweep that should find none.
+async fn rows_outside(b: &Backend, keep: &[StudyId]) -> u64 {
+    let ids = keep
+        .iter()
+        .map(|s| s.0.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut found = 0;
+    for sql in [
+        format!(
+            "DELETE FROM trial_epochs WHERE trial_id NOT IN \
+             (SELECT id FROM trials WHERE study_id IN ({ids}))"
+        ),
+        format!("DELETE FROM trial_events WHERE study_id NOT IN ({ids})"),
+        format!("DELETE FROM trial_counts WHERE study_id NOT IN ({ids})"),
+        format!("DELETE FROM trials WHERE study_id NOT IN ({ids})"),
+        format!("DELETE FROM studies WHERE id NOT IN ({ids})"),
+    ] {
+        found += b.exec(&sql).await.unwrap();
+    }
+    found
+}
+
+async fn a_failing_import_leaves_nothing_behind(b: &Backend) {
+    let store = b.open().await;
+    let id = rich_study(&*store).await;
+    let dump = store.export_study(id).await.unwrap();
+
+    // Refused by the database part-way, after the study, every trial and most epochs
+    // went in: an epoch reported twice (the last trial), a completed trial without a
+    // value (caught when the trial gets its state, after all epochs).
+    let mut twice = dump.clone();
+    let e = twice.trials[0].epochs[0].clone();
+    twice.trials[6].epochs = vec![e.clone(), e];
+    let mut no_value = dump.clone();
+    no_value.trials[6].value = None;
+    for bad in [twice, no_value] {
+        let err = store.import_study(&bad).await.unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+        assert_eq!(store.list_studies().await.unwrap().len(), 1);
+        assert_eq!(rows_outside(b, &[id]).await, 0, "after {err}");
+    }
+
+    // Refused before anything is written: an event of a trial the dump lacks, numbers
+    // with a gap.
+    let mut orphan = dump.clone();
+    orphan.events[3].number = 42;
+    let mut gap = dump.clone();
+    gap.trials.remove(2);
+    for bad in [orphan, gap] {
+        let err = store.import_study(&bad).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        assert_eq!(rows_outside(b, &[id]).await, 0, "after {err}");
+    }
+
+    // Nothing held either: the next import goes through, its events after the rest.
+    let before = store.last_event_id(id).await.unwrap();
+    let copy = store.import_study(&dump).await.unwrap();
+    let again = store.export_study(copy.id).await.unwrap();
+    assert_eq!(without_ids(&again), without_ids(&dump));
+    assert!(again.events[0].id > before);
+    assert_eq!(store.export_study(id).await.unwrap(), dump);
+}
+
+mod across {
+    use super::*;
+
+    /// SQLite → PostgreSQL (which already holds a study) → a new SQLite file: the same
+    /// study each time, but for ids.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_study_goes_from_sqlite_to_postgres_and_back_unchanged() {
+        let Some(pg) = Backend::pg().await else {
+            return;
+        };
+        let (lite, back) = (Backend::sqlite(), Backend::sqlite());
+        let (from, to, home) = (lite.open().await, pg.open().await, back.open().await);
+        let id = rich_study(&*from).await;
+        let there_before = rich_study(&*to).await;
+        let dump = from.export_study(id).await.unwrap();
+
+        let on_pg = to.import_study(&dump).await.unwrap();
+        let pg_dump = to.export_study(on_pg.id).await.unwrap();
+        assert_eq!(without_ids(&pg_dump), without_ids(&dump));
+        assert_ids_consistent(&pg_dump);
+        assert!(pg_dump.events[0].id > to.last_event_id(there_before).await.unwrap());
+        assert_eq!(
+            to.trial_counts(on_pg.id).await.unwrap(),
+            from.trial_counts(id).await.unwrap()
+        );
+        let next = to
+            .insert_leased_trial(on_pg.id, &params(8), &grant("n", 200, 100))
+            .await
+            .unwrap();
+        assert_eq!(next.number, 7, "next_number follows the copied trials");
+
+        let back_home = home.import_study(&pg_dump).await.unwrap();
+        let home_dump = home.export_study(back_home.id).await.unwrap();
+        assert_eq!(without_ids(&home_dump), without_ids(&dump));
+        assert_ids_consistent(&home_dump);
+        let (a, z) = (
+            from.best_trial(id).await.unwrap().unwrap(),
+            home.best_trial(back_home.id).await.unwrap().unwrap(),
+        );
+        assert_eq!((a.number, a.value, a.epochs), (z.number, z.value, z.epochs));
+        pg.finish().await;
+    }
 }
