@@ -165,16 +165,19 @@ impl ApiClient {
 
     /// Runs `attempt` against the current server, then against each next one for as long
     /// as the answer is a connection error.
-    async fn on_any_server<T>(
+    async fn on_any_server<T, Fut>(
         &self,
-        mut attempt: impl AsyncFnMut(&str) -> Result<T, ClientError>,
-    ) -> Result<T, ClientError> {
+        mut attempt: impl FnMut(String) -> Fut,
+    ) -> Result<T, ClientError>
+    where
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
         let count = self.servers.len();
         let first = self.current_index();
         let mut last_failure = None;
         for step in 0..count {
             let at = (first + step) % count;
-            match attempt(&self.servers[at]).await {
+            match attempt(self.servers[at].clone()).await {
                 Err(ClientError::Connect { url, source }) => {
                     // Only the first caller to see this server fail moves everyone on;
                     // a concurrent one may already have moved past it.
@@ -204,16 +207,18 @@ impl ApiClient {
         path: &str,
         body: Option<(Vec<u8>, &'static str)>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        self.on_any_server(async |base: &str| {
+        // The futures borrow these (not the closure), as `Send` futures must.
+        let (method, body) = (&method, &body);
+        self.on_any_server(|base| async move {
             let url = format!("{base}{path}");
             let mut req = self.authorized(self.http.request(method.clone(), &url));
-            if let Some((bytes, content_type)) = &body {
+            if let Some((bytes, content_type)) = body {
                 req = req
                     .header("content-type", *content_type)
                     .body(bytes.clone());
             }
             let connect = |source| ClientError::Connect {
-                url: base.to_owned(),
+                url: base.clone(),
                 source,
             };
             let resp = req.send().await.map_err(connect)?;
@@ -432,18 +437,19 @@ impl ApiClient {
     }
 
     async fn ask_at(&self, path: &str, body: Vec<u8>) -> Result<AskAnswer, ClientError> {
-        self.on_any_server(async |base: &str| {
-            let connect = |source| ClientError::Connect {
-                url: base.to_owned(),
-                source,
-            };
+        let body = &body;
+        self.on_any_server(|base| async move {
             let resp = self
                 .authorized(self.http.post(format!("{base}{path}")))
                 .header("content-type", "application/json")
                 .body(body.clone())
                 .send()
-                .await
-                .map_err(connect)?;
+                .await;
+            let connect = |source| ClientError::Connect {
+                url: base.clone(),
+                source,
+            };
+            let resp = resp.map_err(connect)?;
             if resp.status() == StatusCode::NO_CONTENT {
                 // 204 with Retry-After: nothing now, ask again; plain 204: the study is done.
                 let retry = resp
