@@ -37,14 +37,16 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8470";
     about = "Self-hosted hyperparameter search"
 )]
 struct Cli {
-    /// Base URL of the tuner server (client commands).
+    /// Base URL of the tuner server (client commands and workers), or several replicas'
+    /// URLs separated by commas: requests go to the first that answers.
     #[arg(
         long,
         global = true,
         env = "TUNER_SERVER",
-        default_value = "http://127.0.0.1:8470"
+        default_value = "http://127.0.0.1:8470",
+        value_delimiter = ','
     )]
-    server: String,
+    server: Vec<String>,
     /// Shared secret: `serve` requires it on every request; clients and workers send it.
     #[arg(long, global = true, env = "TUNER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -379,7 +381,14 @@ pub(crate) fn read_doc(path: &std::path::Path) -> Result<String> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let client = ApiClient::new(&cli.server).with_token(cli.token.clone());
+    // Built on first use: `serve` and the offline commands ignore --server, so a blank
+    // TUNER_SERVER must not stop them.
+    let (servers, token) = (cli.server.clone(), cli.token.clone());
+    let client = move || -> Result<ApiClient> {
+        Ok(ApiClient::with_servers(&servers)
+            .context("--server (or TUNER_SERVER) names no server")?
+            .with_token(token.clone()))
+    };
     match cli.command {
         Command::Serve {
             addr,
@@ -441,7 +450,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             max_trials,
             data_dir,
-        } => worker(client, study, name, max_trials, data_dir).await,
+        } => worker(client()?, study, name, max_trials, data_dir).await,
         Command::Data { data_dir, json } => training::data(data_dir.as_deref(), json),
         Command::Train(args) => tokio::task::spawn_blocking(move || training::train(args))
             .await
@@ -508,7 +517,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Create { file, json } => {
             let text = read_doc(&file)?;
-            let study = client
+            let study = client()?
                 .create_study(&text, doc_format(&file).1)
                 .await
                 .with_context(|| format!("cannot create a study from {}", file.display()))?;
@@ -520,7 +529,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Studies { json } => {
-            let list = client.list_studies().await?;
+            let list = client()?.list_studies().await?;
             if json {
                 output::print_json(&list)
             } else {
@@ -529,7 +538,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Study { id, json } => {
-            let study = client.get_study(id).await?;
+            let study = client()?.get_study(id).await?;
             if json {
                 output::print_json(&study)
             } else {
@@ -539,7 +548,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Trials {
             id, watch: true, ..
-        } => watch::watch(&client, id).await,
+        } => watch::watch(&client()?, id).await,
         Command::Trials {
             id,
             json,
@@ -558,6 +567,7 @@ async fn run(cli: Cli) -> Result<()> {
                 offset,
                 ..tuner_api::TrialQuery::default()
             };
+            let client = client()?;
             let list = client.list_trials_where(id, &query).await?;
             if json {
                 output::print_json(&list)
@@ -568,7 +578,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Best { id, format, output } => {
-            let best = client.best(id).await?;
+            let best = client()?.best(id).await?;
             let text = match format {
                 Format::Json => serde_json::to_string_pretty(&best.config)? + "\n",
                 Format::Yaml => serde_yaml_ng::to_string(&best.config)?,
@@ -589,7 +599,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Summary { id, top, json } => {
-            let summary = report::fetch(&client, id, top).await?;
+            let summary = report::fetch(&client()?, id, top).await?;
             if json {
                 output::print_json(&summary)
             } else {
@@ -604,13 +614,13 @@ async fn run(cli: Cli) -> Result<()> {
             metric,
             top,
         } => {
-            let data = plot::fetch(&client, id, kind, top).await?;
+            let data = plot::fetch(&client()?, id, kind, top).await?;
             plot::draw(&data, kind, metric.as_deref(), &out)?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
         Command::Importance { id, json } => {
-            let importance = client.importance(id).await?;
+            let importance = client()?.importance(id).await?;
             if json {
                 output::print_json(&importance)
             } else {
@@ -618,11 +628,11 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Stop { id } => control(&client, id, "stop").await,
-        Command::Pause { id } => control(&client, id, "pause").await,
-        Command::Resume { id } => control(&client, id, "resume").await,
+        Command::Stop { id } => control(&client()?, id, "stop").await,
+        Command::Pause { id } => control(&client()?, id, "pause").await,
+        Command::Resume { id } => control(&client()?, id, "resume").await,
         Command::Delete { id } => {
-            client.delete_study(id).await?;
+            client()?.delete_study(id).await?;
             println!("study {id} deleted");
             Ok(())
         }
@@ -677,7 +687,7 @@ async fn worker(
     }
     let runner = Arc::new(tuner_worker::CnnRunner::new(data_dir));
     let worker = tuner_worker::Worker::new(client.clone(), runner, options, shutdown);
-    eprintln!("worker: serving {}", client.base_url());
+    eprintln!("worker: serving {}", client.servers().join(", "));
     let summary = worker.run().await?;
     eprintln!(
         "worker: done: {} completed, {} failed, {} stopped, {} released, {} lost",
