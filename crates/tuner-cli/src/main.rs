@@ -11,6 +11,7 @@ mod local;
 mod output;
 mod plot;
 mod report;
+mod stop;
 mod training;
 mod tune;
 mod watch;
@@ -666,16 +667,19 @@ async fn worker(
     use std::sync::atomic::{AtomicBool, Ordering};
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
+    let mut signals = stop::StopSignals::listen()?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
+        let first = signals.next().await;
+        match first {
+            stop::StopSignal::Interrupt => eprintln!(
                 "worker: stopping; the running trial goes back to the queue (Ctrl-C again to quit at once)"
-            );
-            flag.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
+            ),
+            stop::StopSignal::Terminate => eprintln!(
+                "worker: SIGTERM: stopping; the running trial goes back to the queue (a second signal quits at once)"
+            ),
         }
+        flag.store(true, Ordering::SeqCst);
+        std::process::exit(signals.next().await.exit_code());
     });
     let mut options = tuner_worker::WorkerOptions {
         study,
@@ -702,6 +706,9 @@ async fn control(client: &ApiClient, id: StudyId, action: &str) -> Result<()> {
     Ok(())
 }
 
+/// How long open requests get to finish once `serve` is asked to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 async fn serve(
     addr: SocketAddr,
     db: &db::DbTarget,
@@ -709,6 +716,8 @@ async fn serve(
     workers: usize,
     data_dir: Option<PathBuf>,
 ) -> Result<()> {
+    // From the start, so that a stop during start-up is not lost.
+    let mut signals = stop::StopSignals::listen()?;
     let opened = db::OpenStore::open(db).await?;
     let store = opened.shared();
     let reap_every = (config.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -729,7 +738,7 @@ async fn serve(
         "tuner server listening on http://{local} (database {})",
         db.describe()
     );
-    let _workers = if workers > 0 {
+    let local_workers = if workers > 0 {
         let url = format!("http://{local}");
         eprintln!("starting {workers} local worker(s)");
         Some(local::LocalWorkers::spawn(
@@ -742,12 +751,32 @@ async fn serve(
     } else {
         None
     };
-    axum::serve(listener, tuner_server::app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("server error")?;
+    let (stopping, stopping_seen) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        axum::serve(listener, tuner_server::app(state)).with_graceful_shutdown(async move {
+            let signal = signals.next().await;
+            tracing::info!("{}: shutting down", signal.name());
+            // Workers first, while the server still takes their trials back.
+            if let Some(w) = local_workers {
+                w.stop(local::STOP_GRACE, &mut signals).await;
+            }
+            let _ = stopping.send(());
+        });
+    // Event streams (dashboards, `trials --watch`) last as long as their study: they
+    // would hold a graceful shutdown open indefinitely. Cut off, their clients reconnect,
+    // to another replica if they know one.
+    let requests_cut_off = async {
+        if stopping_seen.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.context("server error")?,
+        () = requests_cut_off => {
+            tracing::warn!("requests still open {SHUTDOWN_GRACE:?} after the stop; closing them");
+        }
+    }
     reaper.abort();
     opened.close().await;
     Ok(())
