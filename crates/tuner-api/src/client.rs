@@ -1,6 +1,12 @@
 //! A typed client for the tuner HTTP API.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
@@ -25,7 +31,8 @@ pub enum AskAnswer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server could not be reached or the connection broke.
+    /// The server could not be reached or the connection broke (with several
+    /// servers: none of them could, and `url` names them all).
     #[error("cannot reach the tuner server at {url}: {source}")]
     Connect {
         url: String,
@@ -42,6 +49,9 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the server ({status}): {body}")]
     Unexpected { status: u16, body: String },
+    /// A client was given an empty list of servers.
+    #[error("no tuner server URL given")]
+    NoServer,
 }
 
 fn details_text(details: &[ErrorDetail]) -> String {
@@ -56,18 +66,33 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Api { status, .. } | Self::Unexpected { status, .. } => Some(*status),
-            Self::Connect { .. } => None,
+            Self::Connect { .. } | Self::NoServer => None,
         }
     }
 }
 
-/// A client bound to one server's base URL (e.g. `http://127.0.0.1:8470`).
+/// A client of one server, or of several replicas of one service, by base URL
+/// (e.g. `http://127.0.0.1:8470`).
+///
+/// Every request goes to the current server. When it gives no HTTP answer at all
+/// (refused, reset, timed out), the request is sent again to the next server in the
+/// list, and that one becomes the current server for every clone of this client. Any
+/// HTTP answer, 5xx included, is the answer: replicas share one database, so another
+/// would say the same. Resending is safe because the service answers a retried
+/// ask/report/complete by the same lease holder idempotently and refuses contradictions.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
-    base: String,
+    servers: Arc<[String]>,
+    /// Index into `servers` of the one requests go to first; shared by clones so that a
+    /// worker's heartbeat and its reports move together.
+    current: Arc<AtomicUsize>,
     http: reqwest::Client,
     token: Option<String>,
 }
+
+/// How long to wait for a TCP connection: a host that drops packets would otherwise hold
+/// a request for the operating system's timeout (minutes) before the next server is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A study document in the syntax it was written in.
 #[derive(Debug, Clone, Copy)]
@@ -77,11 +102,36 @@ pub enum DocFormat {
 }
 
 impl ApiClient {
+    /// A client of one server.
     pub fn new(base: impl Into<String>) -> Self {
-        let base = base.into().trim_end_matches('/').to_owned();
+        Self::from_urls(vec![normalize(&base.into())])
+    }
+
+    /// A client of several replicas, tried in this order (blank entries are skipped).
+    pub fn with_servers<S: AsRef<str>>(
+        urls: impl IntoIterator<Item = S>,
+    ) -> Result<Self, ClientError> {
+        let urls: Vec<String> = urls
+            .into_iter()
+            .map(|u| normalize(u.as_ref()))
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err(ClientError::NoServer);
+        }
+        Ok(Self::from_urls(urls))
+    }
+
+    fn from_urls(servers: Vec<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            // Fails only where `reqwest::Client::new` would panic as well.
+            .unwrap_or_default();
         Self {
-            base,
-            http: reqwest::Client::new(),
+            servers: servers.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+            http,
             token: None,
         }
     }
@@ -99,8 +149,56 @@ impl ApiClient {
         }
     }
 
+    /// The server requests go to now.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.servers[self.current_index()]
+    }
+
+    /// Every server this client knows, in the order they are tried.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    fn current_index(&self) -> usize {
+        self.current.load(Ordering::SeqCst) % self.servers.len()
+    }
+
+    /// Runs `attempt` against the current server, then against each next one for as long
+    /// as the answer is a connection error.
+    async fn on_any_server<T, Fut>(
+        &self,
+        mut attempt: impl FnMut(String) -> Fut,
+    ) -> Result<T, ClientError>
+    where
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let count = self.servers.len();
+        let first = self.current_index();
+        let mut last_failure = None;
+        for step in 0..count {
+            let at = (first + step) % count;
+            match attempt(self.servers[at].clone()).await {
+                Err(ClientError::Connect { url, source }) => {
+                    // Only the first caller to see this server fail moves everyone on;
+                    // a concurrent one may already have moved past it.
+                    let _ = self.current.compare_exchange(
+                        at,
+                        (at + 1) % count,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                    last_failure = Some((url, source));
+                }
+                answered => return answered,
+            }
+        }
+        let (url, source) = last_failure.expect("at least one server was tried");
+        let url = if count == 1 {
+            url
+        } else {
+            format!("any of {}", self.servers.join(", "))
+        };
+        Err(ClientError::Connect { url, source })
     }
 
     async fn send(
@@ -109,22 +207,29 @@ impl ApiClient {
         path: &str,
         body: Option<(Vec<u8>, &'static str)>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.authorized(self.http.request(method, &url));
-        if let Some((bytes, content_type)) = body {
-            req = req.header("content-type", content_type).body(bytes);
-        }
-        let connect = |source| ClientError::Connect {
-            url: self.base.clone(),
-            source,
-        };
-        let resp = req.send().await.map_err(connect)?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(connect)?.to_vec();
-        if status.is_client_error() || status.is_server_error() {
-            return Err(error_from(status, &bytes));
-        }
-        Ok((status, bytes))
+        // The futures borrow these (not the closure), as `Send` futures must.
+        let (method, body) = (&method, &body);
+        self.on_any_server(|base| async move {
+            let url = format!("{base}{path}");
+            let mut req = self.authorized(self.http.request(method.clone(), &url));
+            if let Some((bytes, content_type)) = body {
+                req = req
+                    .header("content-type", *content_type)
+                    .body(bytes.clone());
+            }
+            let connect = |source| ClientError::Connect {
+                url: base.clone(),
+                source,
+            };
+            let resp = req.send().await.map_err(connect)?;
+            let status = resp.status();
+            let bytes = resp.bytes().await.map_err(connect)?.to_vec();
+            if status.is_client_error() || status.is_server_error() {
+                return Err(error_from(status, &bytes));
+            }
+            Ok((status, bytes))
+        })
+        .await
     }
 
     async fn json<T: DeserializeOwned>(
@@ -209,16 +314,20 @@ impl ApiClient {
         patience: Duration,
         mut on_event: impl FnMut(&TrialEvent),
     ) -> Result<Study, ClientError> {
-        let url = format!("{}/studies/{id}/trials", self.base);
         let mut last_progress = std::time::Instant::now();
+        let mut unreachable_in_a_row = 0;
         loop {
+            // Reconnects go to the current server: after a connection error, the next one
+            // (replicas share events, so `last-event-id` means the same on each).
+            let at = self.current_index();
+            let base = &self.servers[at];
             let req = self
-                .authorized(self.http.get(&url))
+                .authorized(self.http.get(format!("{base}/studies/{id}/trials")))
                 .header("accept", "text/event-stream")
                 .header("last-event-id", after.to_string());
             let attempt: Result<Option<Study>, ClientError> = async {
                 let connect = |source| ClientError::Connect {
-                    url: self.base.clone(),
+                    url: base.clone(),
                     source,
                 };
                 let mut resp = req.send().await.map_err(connect)?;
@@ -272,6 +381,24 @@ impl ApiClient {
                 Ok(None) => return self.get_study(id).await,
                 Err(e @ ClientError::Api { .. }) => return Err(e),
                 Err(e) => {
+                    if matches!(e, ClientError::Connect { .. }) {
+                        unreachable_in_a_row += 1;
+                        let _ = self.current.compare_exchange(
+                            at,
+                            (at + 1) % self.servers.len(),
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
+                        // Straight on to the next replica; a pause only after a round
+                        // in which none answered.
+                        if unreachable_in_a_row % self.servers.len() != 0
+                            && last_progress.elapsed() <= patience
+                        {
+                            continue;
+                        }
+                    } else {
+                        unreachable_in_a_row = 0;
+                    }
                     if last_progress.elapsed() > patience {
                         return Err(e);
                     }
@@ -300,46 +427,49 @@ impl ApiClient {
     /// Leases the next trial of a study.
     pub async fn ask(&self, id: StudyId, req: &AskRequest) -> Result<AskAnswer, ClientError> {
         let body = serde_json::to_vec(req).unwrap_or_default();
-        self.ask_at(format!("{}/studies/{id}/ask", self.base), body)
-            .await
+        self.ask_at(&format!("/studies/{id}/ask"), body).await
     }
 
     /// Leases the next trial of any running study (optionally of one trainer kind).
     pub async fn ask_any(&self, req: &AskAnyRequest) -> Result<AskAnswer, ClientError> {
         let body = serde_json::to_vec(req).unwrap_or_default();
-        self.ask_at(format!("{}/ask", self.base), body).await
+        self.ask_at("/ask", body).await
     }
 
-    async fn ask_at(&self, url: String, body: Vec<u8>) -> Result<AskAnswer, ClientError> {
-        let connect = |source| ClientError::Connect {
-            url: self.base.clone(),
-            source,
-        };
-        let resp = self
-            .authorized(self.http.post(&url))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(connect)?;
-        if resp.status() == StatusCode::NO_CONTENT {
-            // 204 with Retry-After: nothing now, ask again; plain 204: the study is done.
-            let retry = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok());
-            return Ok(match retry {
-                Some(secs) => AskAnswer::Wait(Duration::from_secs_f64(secs.clamp(0.0, 3600.0))),
-                None => AskAnswer::Done,
-            });
-        }
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(connect)?;
-        if !status.is_success() {
-            return Err(error_from(status, &bytes));
-        }
-        decode(status, &bytes).map(|a| AskAnswer::Leased(Box::new(a)))
+    async fn ask_at(&self, path: &str, body: Vec<u8>) -> Result<AskAnswer, ClientError> {
+        let body = &body;
+        self.on_any_server(|base| async move {
+            let resp = self
+                .authorized(self.http.post(format!("{base}{path}")))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let connect = |source| ClientError::Connect {
+                url: base.clone(),
+                source,
+            };
+            let resp = resp.map_err(connect)?;
+            if resp.status() == StatusCode::NO_CONTENT {
+                // 204 with Retry-After: nothing now, ask again; plain 204: the study is done.
+                let retry = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok());
+                return Ok(match retry {
+                    Some(secs) => AskAnswer::Wait(Duration::from_secs_f64(secs.clamp(0.0, 3600.0))),
+                    None => AskAnswer::Done,
+                });
+            }
+            let status = resp.status();
+            let bytes = resp.bytes().await.map_err(connect)?;
+            if !status.is_success() {
+                return Err(error_from(status, &bytes));
+            }
+            decode(status, &bytes).map(|a| AskAnswer::Leased(Box::new(a)))
+        })
+        .await
     }
 
     pub async fn heartbeat(
@@ -395,6 +525,11 @@ impl ApiClient {
         self.json(Method::POST, &format!("/trials/{trial}/fail"), Some(req))
             .await
     }
+}
+
+/// A base URL without trailing slashes or surrounding blanks (`a, b` lists have them).
+fn normalize(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_owned()
 }
 
 fn error_from(status: StatusCode, bytes: &[u8]) -> ClientError {

@@ -3,10 +3,16 @@
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use tuner_core::StudyId;
+
+use crate::stop::StopSignals;
+
+/// How long stopping workers get to hand their trials back before they are killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Worker child processes, killed when dropped (e.g. when the parent fails).
 pub struct LocalWorkers {
@@ -56,6 +62,11 @@ impl LocalWorkers {
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "warn");
             }
+            // Their own process group: a terminal's Ctrl-C reaches only the parent, which
+            // passes every stop on once, as SIGTERM (a second signal would make a worker
+            // quit without handing its trial back).
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
             children.push(cmd.spawn().context("cannot start a worker process")?);
         }
         Ok(Self { children })
@@ -68,6 +79,25 @@ impl LocalWorkers {
             .map(|c| matches!(c.try_wait(), Ok(None)))
             .filter(|alive| *alive)
             .count()
+    }
+
+    /// Asks every worker to stop (SIGTERM: each hands its trial back and exits), waits
+    /// up to `grace` for them, and kills the rest; at once on another Ctrl-C or SIGTERM.
+    pub async fn stop(mut self, grace: Duration, signals: &mut StopSignals) {
+        #[cfg(unix)]
+        for c in &self.children {
+            let pid = rustix::process::Pid::from_child(c);
+            // An error means it has already exited.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + grace;
+        while self.alive() > 0 && Instant::now() < deadline {
+            tokio::select! {
+                _ = signals.next() => break,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        // Drop kills whoever is left.
     }
 
     /// Waits for every worker to exit.

@@ -13,6 +13,7 @@ mod local;
 mod output;
 mod plot;
 mod report;
+mod stop;
 mod training;
 mod tune;
 mod watch;
@@ -39,14 +40,16 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8470";
     about = "Self-hosted hyperparameter search"
 )]
 struct Cli {
-    /// Base URL of the tuner server (client commands).
+    /// Base URL of the tuner server (client commands and workers), or several replicas'
+    /// URLs separated by commas: requests go to the first that answers.
     #[arg(
         long,
         global = true,
         env = "TUNER_SERVER",
-        default_value = "http://127.0.0.1:8470"
+        default_value = "http://127.0.0.1:8470",
+        value_delimiter = ','
     )]
-    server: String,
+    server: Vec<String>,
     /// Shared secret: `serve` requires it on every request; clients and workers send it.
     #[arg(long, global = true, env = "TUNER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -401,7 +404,14 @@ pub(crate) fn read_doc(path: &std::path::Path) -> Result<String> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let client = ApiClient::new(&cli.server).with_token(cli.token.clone());
+    // Built on first use: `serve` and the offline commands ignore --server, so a blank
+    // TUNER_SERVER must not stop them.
+    let (servers, token) = (cli.server.clone(), cli.token.clone());
+    let client = move || -> Result<ApiClient> {
+        Ok(ApiClient::with_servers(&servers)
+            .context("--server (or TUNER_SERVER) names no server")?
+            .with_token(token.clone()))
+    };
     match cli.command {
         Command::Serve {
             addr,
@@ -463,7 +473,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             max_trials,
             data_dir,
-        } => worker(client, study, name, max_trials, data_dir).await,
+        } => worker(client()?, study, name, max_trials, data_dir).await,
         Command::Data { data_dir, json } => training::data(data_dir.as_deref(), json),
         Command::Train(args) => tokio::task::spawn_blocking(move || training::train(args))
             .await
@@ -536,7 +546,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Create { file, json } => {
             let text = read_doc(&file)?;
-            let study = client
+            let study = client()?
                 .create_study(&text, doc_format(&file).1)
                 .await
                 .with_context(|| format!("cannot create a study from {}", file.display()))?;
@@ -548,7 +558,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Studies { json } => {
-            let list = client.list_studies().await?;
+            let list = client()?.list_studies().await?;
             if json {
                 output::print_json(&list)
             } else {
@@ -557,7 +567,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Study { id, json } => {
-            let study = client.get_study(id).await?;
+            let study = client()?.get_study(id).await?;
             if json {
                 output::print_json(&study)
             } else {
@@ -567,7 +577,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Trials {
             id, watch: true, ..
-        } => watch::watch(&client, id).await,
+        } => watch::watch(&client()?, id).await,
         Command::Trials {
             id,
             json,
@@ -586,6 +596,7 @@ async fn run(cli: Cli) -> Result<()> {
                 offset,
                 ..tuner_api::TrialQuery::default()
             };
+            let client = client()?;
             let list = client.list_trials_where(id, &query).await?;
             if json {
                 output::print_json(&list)
@@ -596,7 +607,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Best { id, format, output } => {
-            let best = client.best(id).await?;
+            let best = client()?.best(id).await?;
             let text = match format {
                 Format::Json => serde_json::to_string_pretty(&best.config)? + "\n",
                 Format::Yaml => serde_yaml_ng::to_string(&best.config)?,
@@ -617,7 +628,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Summary { id, top, json } => {
-            let summary = report::fetch(&client, id, top).await?;
+            let summary = report::fetch(&client()?, id, top).await?;
             if json {
                 output::print_json(&summary)
             } else {
@@ -632,13 +643,13 @@ async fn run(cli: Cli) -> Result<()> {
             metric,
             top,
         } => {
-            let data = plot::fetch(&client, id, kind, top).await?;
+            let data = plot::fetch(&client()?, id, kind, top).await?;
             plot::draw(&data, kind, metric.as_deref(), &out)?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
         Command::Importance { id, json } => {
-            let importance = client.importance(id).await?;
+            let importance = client()?.importance(id).await?;
             if json {
                 output::print_json(&importance)
             } else {
@@ -646,12 +657,12 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Stop { id } => control(&client, id, "stop").await,
-        Command::Pause { id } => control(&client, id, "pause").await,
-        Command::Resume { id } => control(&client, id, "resume").await,
+        Command::Stop { id } => control(&client()?, id, "stop").await,
+        Command::Pause { id } => control(&client()?, id, "pause").await,
+        Command::Resume { id } => control(&client()?, id, "resume").await,
         Command::Copy { from, to, studies } => copy::copy(&from, &to, &studies).await,
         Command::Delete { id } => {
-            client.delete_study(id).await?;
+            client()?.delete_study(id).await?;
             println!("study {id} deleted");
             Ok(())
         }
@@ -685,16 +696,19 @@ async fn worker(
     use std::sync::atomic::{AtomicBool, Ordering};
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
+    let mut signals = stop::StopSignals::listen()?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
+        let first = signals.next().await;
+        match first {
+            stop::StopSignal::Interrupt => eprintln!(
                 "worker: stopping; the running trial goes back to the queue (Ctrl-C again to quit at once)"
-            );
-            flag.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
+            ),
+            stop::StopSignal::Terminate => eprintln!(
+                "worker: SIGTERM: stopping; the running trial goes back to the queue (a second signal quits at once)"
+            ),
         }
+        flag.store(true, Ordering::SeqCst);
+        std::process::exit(signals.next().await.exit_code());
     });
     let mut options = tuner_worker::WorkerOptions {
         study,
@@ -706,7 +720,7 @@ async fn worker(
     }
     let runner = Arc::new(tuner_worker::CnnRunner::new(data_dir));
     let worker = tuner_worker::Worker::new(client.clone(), runner, options, shutdown);
-    eprintln!("worker: serving {}", client.base_url());
+    eprintln!("worker: serving {}", client.servers().join(", "));
     let summary = worker.run().await?;
     eprintln!(
         "worker: done: {} completed, {} failed, {} stopped, {} released, {} lost",
@@ -721,6 +735,9 @@ async fn control(client: &ApiClient, id: StudyId, action: &str) -> Result<()> {
     Ok(())
 }
 
+/// How long open requests get to finish once `serve` is asked to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 async fn serve(
     addr: SocketAddr,
     db: &db::DbTarget,
@@ -728,6 +745,8 @@ async fn serve(
     workers: usize,
     data_dir: Option<PathBuf>,
 ) -> Result<()> {
+    // From the start, so that a stop during start-up is not lost.
+    let mut signals = stop::StopSignals::listen()?;
     let opened = db::OpenStore::open(db).await?;
     let store = opened.shared();
     let reap_every = (config.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -748,7 +767,7 @@ async fn serve(
         "tuner server listening on http://{local} (database {})",
         db.describe()
     );
-    let _workers = if workers > 0 {
+    let local_workers = if workers > 0 {
         let url = format!("http://{local}");
         eprintln!("starting {workers} local worker(s)");
         Some(local::LocalWorkers::spawn(
@@ -761,12 +780,32 @@ async fn serve(
     } else {
         None
     };
-    axum::serve(listener, tuner_server::app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("server error")?;
+    let (stopping, stopping_seen) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        axum::serve(listener, tuner_server::app(state)).with_graceful_shutdown(async move {
+            let signal = signals.next().await;
+            tracing::info!("{}: shutting down", signal.name());
+            // Workers first, while the server still takes their trials back.
+            if let Some(w) = local_workers {
+                w.stop(local::STOP_GRACE, &mut signals).await;
+            }
+            let _ = stopping.send(());
+        });
+    // Event streams (dashboards, `trials --watch`) last as long as their study: they
+    // would hold a graceful shutdown open indefinitely. Cut off, their clients reconnect,
+    // to another replica if they know one.
+    let requests_cut_off = async {
+        if stopping_seen.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.context("server error")?,
+        () = requests_cut_off => {
+            tracing::warn!("requests still open {SHUTDOWN_GRACE:?} after the stop; closing them");
+        }
+    }
     reaper.abort();
     opened.close().await;
     Ok(())

@@ -16,7 +16,12 @@ use tuner_core::{StudyState, TrainerKind, TrialState, parse_spec};
 use tuner_server::{AppState, ServerConfig};
 use tuner_store::SqliteStore;
 
-use crate::{doc_format, local::LocalWorkers, output, read_doc, report_problems};
+use crate::{
+    doc_format,
+    local::{LocalWorkers, STOP_GRACE},
+    output, read_doc, report_problems,
+    stop::{StopSignal, StopSignals},
+};
 
 pub struct TuneArgs {
     pub file: PathBuf,
@@ -28,6 +33,7 @@ pub struct TuneArgs {
 }
 
 pub async fn tune(args: TuneArgs) -> Result<()> {
+    let mut signals = StopSignals::listen()?;
     let text = read_doc(&args.file)?;
     let (spec_format, doc_format) = doc_format(&args.file);
     let spec = parse_spec(&text, spec_format).map_err(|e| report_problems(&args.file, e))?;
@@ -108,9 +114,13 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     let started = Instant::now();
     let result: Result<Study> = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            signal = signals.next() => {
                 progress.clear();
-                eprintln!("interrupted: workers release their trials; study {} stays resumable", study.id);
+                let what = match signal {
+                    StopSignal::Interrupt => "interrupted",
+                    StopSignal::Terminate => "terminated (SIGTERM)",
+                };
+                eprintln!("{what}: workers release their trials; study {} stays resumable", study.id);
                 break Err(anyhow::anyhow!("interrupted"));
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -135,8 +145,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
         if result.is_ok() {
             w.wait();
         } else {
-            // Give them a moment to release their trials after Ctrl-C.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            w.stop(STOP_GRACE, &mut signals).await;
         }
     }
     let _ = stop_server.send(());

@@ -647,6 +647,133 @@ async fn a_worker_killed_mid_trial_loses_nothing() {
     );
 }
 
+/// A built-in-trainer study whose trials run long enough to be interrupted.
+const LONG_CNN_STUDY: &str = "version: 1\nname: sigterm\nobjective: {metric: val_accuracy, direction: maximize}\n\
+     trainer: {kind: fashion-mnist-cnn, epochs: 50, train_limit: 1500, val_limit: 300}\n\
+     budget: {max_trials: 2, parallelism: 1}\n\
+     parameters:\n  learning_rate: {type: float, min: 1.0e-3, max: 3.0e-3}\n\
+     fixed: {conv1_filters: 8, conv2_filters: 16, dense_units: 32, batch_size: 32}\n";
+
+/// `kill -TERM PID`, as `docker stop` does to a container's process.
+fn sigterm(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// Waits for a child to exit, failing the test after `limit`.
+fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running {limit:?} after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn wait_for_a_running_trial(client: &ApiClient, study: StudyId) -> tuner_api::Trial {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let trials = client.list_trials(study).await.unwrap().trials;
+        if let Some(t) = trials.into_iter().find(|t| t.state == TrialState::Running) {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "no trial started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_makes_a_worker_hand_its_trial_back_and_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lease far longer than the test: only a release can put the trial back in time.
+    let server = Server::start(&dir.path().join("term.db"), &["--lease-seconds", "600"]);
+    let client = server.client();
+    let study = client
+        .create_study(LONG_CNN_STUDY, DocFormat::Yaml)
+        .await
+        .unwrap();
+    // The first server in the list is dead: the worker goes on with the second.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let servers = format!("{dead},{}", server.url);
+    let mut worker = Command::new(BIN)
+        .env_remove("TUNER_TOKEN")
+        .args([
+            "--server",
+            &servers,
+            "worker",
+            "--study",
+            &study.id.to_string(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = wait_for_a_running_trial(&client, study.id).await;
+
+    let sent_at = std::time::Instant::now();
+    sigterm(&worker);
+    let status = exit_within(&mut worker, Duration::from_secs(20));
+    let mut err = String::new();
+    std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("serving {dead}, {}", server.url)),
+        "{err}"
+    );
+    assert!(err.contains("SIGTERM: stopping"), "{err}");
+    assert!(err.contains("1 released"), "{err}");
+
+    let trial = client.get_trial(running.id).await.unwrap();
+    assert_eq!(
+        trial.state,
+        TrialState::Pending,
+        "back in the queue {:?} after SIGTERM, with 600 s left on its lease",
+        sent_at.elapsed()
+    );
+    assert_eq!(
+        trial.attempts,
+        running.attempts - 1,
+        "a release gives the attempt back (an expired lease would count it)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_serve_with_its_local_workers_releasing_their_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("serve-term.db");
+    let mut server = Server::start(&db, &["--lease-seconds", "600", "--workers", "1"]);
+    let client = server.client();
+    let study = client
+        .create_study(LONG_CNN_STUDY, DocFormat::Yaml)
+        .await
+        .unwrap();
+    let running = wait_for_a_running_trial(&client, study.id).await;
+
+    sigterm(&server.child);
+    let status = exit_within(&mut server.child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+
+    // The worker handed its trial back before the server went away.
+    let restarted = Server::start(&db, &[]);
+    let trial = restarted.client().get_trial(running.id).await.unwrap();
+    assert_eq!(trial.state, TrialState::Pending, "{trial:?}");
+    assert_eq!(
+        trial.attempts,
+        running.attempts - 1,
+        "released, not expired"
+    );
+}
+
 #[test]
 fn tokens_are_required_when_set_and_open_addresses_need_one() {
     let dir = tempfile::tempdir().unwrap();

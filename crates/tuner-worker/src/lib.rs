@@ -3,7 +3,9 @@
 //! Owns [`Worker`], which asks the server for trials, runs each through a
 //! [`TrialRunner`] on a blocking thread, heartbeats while it runs, reports every
 //! epoch (stopping when the server says so), and completes, fails or releases the
-//! trial. It rides out server restarts by retrying with backoff.
+//! trial. It rides out server restarts by retrying with backoff; given several
+//! replicas, its client sends each call on to the next one when a server is gone, and
+//! the lease, which lives in the shared database, stays valid there.
 //!
 //! Talks to the server only through `tuner-api`'s HTTP client: it must not depend on
 //! the server, the store or the optimizer, so workers can run on other machines.

@@ -411,3 +411,126 @@ async fn missing_data_fails_trials_with_the_reason_and_then_the_study() {
             .contains("2 trials in a row failed")
     );
 }
+
+/// A TCP forwarder to `target`, standing in for another replica of the same service
+/// (replicas share the database, so any one honours a lease taken from another).
+/// Aborting the handle makes it die as a crashed server does: its listener closes
+/// and every open connection drops.
+async fn replica_of(target: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let target = target.trim_start_matches("http://").to_owned();
+    let handle = tokio::spawn(async move {
+        // Dropped with this task, which aborts every forwarded connection.
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (url, handle)
+}
+
+fn worker_of(servers: &[&str], runner: Arc<dyn TrialRunner>, study: tuner_core::StudyId) -> Worker {
+    Worker::new(
+        ApiClient::with_servers(servers).unwrap(),
+        runner,
+        WorkerOptions {
+            name: "failover-worker".into(),
+            study: Some(study),
+            max_trials: None,
+            patience: Duration::from_secs(20),
+        },
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_whose_first_server_is_dead_works_through_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _server) = serve(
+        &dir.path().join("dead-first.db"),
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let client = ApiClient::new(&url);
+    let study = client
+        .create_study(&space(3, 1, 0.9, ""), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let w = worker_of(
+        &[&dead, &url],
+        ScriptedRunner::new(2, Duration::from_millis(5)),
+        study.id,
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(10), w.run())
+        .await
+        .expect("no backoff on the dead server: the second answers at once")
+        .unwrap();
+    assert_eq!(summary.completed, 3, "{summary:?}");
+    assert_eq!(
+        client.get_study(study.id).await.unwrap().state,
+        StudyState::Completed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_whose_server_dies_mid_trial_finishes_through_the_next_keeping_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    // A short lease: were the worker to wait for the dead server, its lease would run out.
+    let (url, _server) = serve(
+        &dir.path().join("dies.db"),
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .await;
+    let (doomed_url, doomed) = replica_of(&url).await;
+    let (other_url, _other) = replica_of(&url).await;
+    let client = ApiClient::new(&url);
+    let study = client
+        .create_study(&space(2, 1, 0.9, ""), DocFormat::Yaml)
+        .await
+        .unwrap();
+    let w = worker_of(
+        &[&doomed_url, &other_url],
+        ScriptedRunner::new(10, Duration::from_millis(100)),
+        study.id,
+    );
+    let run = tokio::spawn(async move { w.run().await.unwrap() });
+
+    // Kill the first replica once the first trial has reported an epoch through it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let trials = client.list_trials(study.id).await.unwrap().trials;
+        if trials.iter().any(|t| !t.intermediate.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no epoch reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.abort();
+    let _ = doomed.await;
+
+    let summary = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.completed, 2, "{summary:?}");
+    assert_eq!(summary.lost, 0, "{summary:?}");
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    assert_eq!(trials.len(), 2);
+    for t in &trials {
+        assert_eq!(t.state, TrialState::Completed, "{t:?}");
+        assert_eq!(t.attempts, 1, "the lease survived the failover: {t:?}");
+        assert_eq!(t.intermediate.len(), 10, "no epoch lost: {t:?}");
+    }
+}
