@@ -5,7 +5,7 @@ cycles per second with N processes on one study (the anchor for our replica figu
     python3 examples/bench_optuna_rdb.py --url postgresql+psycopg2://USER@127.0.0.1:PORT/DB \
         --processes 8 --trials 2000
 
-Each process loads the study and runs ask → suggest three parameters (the same space as
+Each process loads the study (not timed) and runs ask → suggest three parameters (the same space as
 the bench: a float, a categorical, an int) → tell, until the study has `--trials`
 finished trials. Random sampler, as in our bench, so the figure is the storage's.
 """
@@ -34,13 +34,15 @@ def host():
     )
 
 
-def work(url, name, trials, counter):
+def work(url, name, trials, counter, ready):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name=name, storage=url, sampler=optuna.samplers.RandomSampler()
     )
+    # Timing starts once every process has imported optuna and loaded the study.
+    ready.wait()
     while True:
         with counter.get_lock():
             if counter.value >= trials:
@@ -65,13 +67,15 @@ def main():
     name = f"bench-{int(time.time() * 1000)}"
     optuna.create_study(study_name=name, storage=args.url, direction="maximize")
     counter = mp.Value("i", 0)
+    ready = mp.Barrier(args.processes + 1)
     procs = [
-        mp.Process(target=work, args=(args.url, name, args.trials, counter))
+        mp.Process(target=work, args=(args.url, name, args.trials, counter, ready))
         for _ in range(args.processes)
     ]
-    started = time.perf_counter()
     for proc in procs:
         proc.start()
+    ready.wait()
+    started = time.perf_counter()
     for proc in procs:
         proc.join()
     seconds = time.perf_counter() - started

@@ -232,6 +232,15 @@ pub async fn ask_any(
 /// nothing is in flight.
 /// `after_failure`: a trial just failed, so the failure streak may have grown.
 pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Result<(), ApiError> {
+    // With a shared database every look is a query: while trials are in flight and none
+    // just failed, nothing can end the study, so look no further.
+    if state.is_shared() && !after_failure {
+        match state.store().trial_counts(id).await {
+            Ok(counts) if counts.in_flight() > 0 => return Ok(()),
+            Err(tuner_store::StoreError::StudyNotFound(_)) => return Ok(()),
+            _ => {}
+        }
+    }
     let record = match state.study(id).await {
         Ok(r) => r,
         // Deleted meanwhile: nothing to settle.
@@ -463,6 +472,17 @@ pub async fn spec_of_trial(state: &AppState, id: TrialId) -> Result<Arc<StudySpe
         Some(study) => study,
         None => state.store().study_of_trial(id).await?,
     };
+    // Specs never change: no need to read the study again once one is cached.
+    let cached = state
+        .inner
+        .specs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&study)
+        .cloned();
+    if let Some(spec) = cached {
+        return Ok(spec);
+    }
     let record = state.study(study).await?;
     spec_of(state, &record).await
 }

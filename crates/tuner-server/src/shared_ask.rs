@@ -48,6 +48,13 @@ impl AskQueue {
     fn take(&self) -> Vec<Waiter> {
         std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    fn is_empty(&self) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
 }
 
 /// Leases the study's next trial, deciding in the database.
@@ -63,9 +70,8 @@ pub async fn ask(
         let lock = state.ask_lock(id);
         let _serving = lock.lock().await;
         // Empty when the one who held the lock before took this ask along.
-        let batch = queue.take();
-        if !batch.is_empty() {
-            serve(state, id, batch).await;
+        if !queue.is_empty() {
+            serve(state, id, &queue).await;
         }
     }
     answered
@@ -73,10 +79,23 @@ pub async fn ask(
         .map_err(|_| ApiError::Internal("an ask was dropped unanswered".into()))?
 }
 
-/// Answers every waiter, from one transaction.
-async fn serve(state: &AppState, id: StudyId, batch: Vec<Waiter>) {
+/// Answers every waiter, from one transaction. The waiters are taken once the
+/// database's lock is held: the asks that arrived while this server waited for another
+/// server's transaction are served by this one, not by the next.
+async fn serve(state: &AppState, id: StudyId, queue: &AskQueue) {
+    let txn = match state.store().begin_ask(id).await {
+        Ok(txn) => txn,
+        Err(e) => {
+            let e = ApiError::from(e);
+            for waiter in queue.take() {
+                let _ = waiter.answer.send(Err(e.replicate()));
+            }
+            return;
+        }
+    };
+    let batch = queue.take();
     let workers: Vec<Option<String>> = batch.iter().map(|w| w.worker.clone()).collect();
-    match decide(state, id, workers).await {
+    match decide(state, id, txn, workers).await {
         Ok(outcomes) => {
             for (waiter, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = waiter.answer.send(Ok(outcome));
@@ -126,9 +145,9 @@ impl Working {
 async fn decide(
     state: &AppState,
     id: StudyId,
+    mut txn: Box<dyn AskTxn>,
     workers: Vec<Option<String>>,
 ) -> Result<Vec<AskOutcome>, ApiError> {
-    let mut txn = state.store().begin_ask(id).await?;
     let record = txn.study().clone();
     match record.state {
         StudyState::Running => {}
@@ -148,21 +167,24 @@ async fn decide(
         keys: history.keys,
         counts: history.counts,
     };
-    let mut outcomes = Vec::with_capacity(workers.len());
+    // Filled in order; new trials are inserted together at the end of the batch, their
+    // places held meanwhile.
+    let mut outcomes: Vec<Option<AskOutcome>> = Vec::with_capacity(workers.len());
+    let mut to_insert: Vec<(usize, tuner_core::Params, tuner_store::LeaseGrant)> = Vec::new();
     let mut handed_out = Vec::new();
     // Set once nothing more can be handed out: the asks after it wait or are done.
     let mut over = false;
     for worker in workers {
         if over {
-            outcomes.push(if working.counts.in_flight() > 0 {
+            outcomes.push(Some(if working.counts.in_flight() > 0 {
                 AskOutcome::Wait
             } else {
                 AskOutcome::Done
-            });
+            }));
             continue;
         }
         if working.counts.running >= u64::from(spec.budget.parallelism) {
-            outcomes.push(AskOutcome::Wait);
+            outcomes.push(Some(AskOutcome::Wait));
             continue;
         }
         let grant = new_grant(state, worker);
@@ -171,28 +193,40 @@ async fn decide(
         {
             working.leased_pending();
             handed_out.push(trial.clone());
-            outcomes.push(leased(state, &record, &spec, trial));
+            outcomes.push(Some(leased(state, &record, &spec, trial)));
             continue;
         }
         if working.counts.spent() >= u64::from(spec.budget.max_trials) {
             let reason = format!("budget of {} trials spent", spec.budget.max_trials);
-            outcomes.push(nothing_left(&mut txn, id, working.counts, &reason).await?);
+            outcomes.push(Some(
+                nothing_left(&mut txn, id, working.counts, &reason).await?,
+            ));
             over = true;
             continue;
         }
         match suggest(&spec, working.snapshot()).await? {
             Ok(params) => {
-                let trial = txn.insert_leased_trial(&params, &grant).await?;
                 working.inserted(&params);
-                handed_out.push(trial.clone());
-                outcomes.push(leased(state, &record, &spec, trial));
+                to_insert.push((outcomes.len(), params, grant));
+                outcomes.push(None);
             }
             Err(e @ (OptimError::Exhausted { .. } | OptimError::NoFreshConfig { .. })) => {
                 let reason = e.to_string();
-                outcomes.push(nothing_left(&mut txn, id, working.counts, &reason).await?);
+                outcomes.push(Some(
+                    nothing_left(&mut txn, id, working.counts, &reason).await?,
+                ));
                 over = true;
             }
         }
+    }
+    let new: Vec<(tuner_core::Params, tuner_store::LeaseGrant)> = to_insert
+        .iter()
+        .map(|(_, params, grant)| (params.clone(), grant.clone()))
+        .collect();
+    let inserted = txn.insert_leased_trials(&new).await?;
+    for ((place, _, _), trial) in to_insert.iter().zip(inserted) {
+        handed_out.push(trial.clone());
+        outcomes[*place] = Some(leased(state, &record, &spec, trial));
     }
     if let Err(e) = txn.commit().await {
         // The cache was caught up inside the rolled-back transaction, which is still
@@ -206,7 +240,10 @@ async fn decide(
         state.histories().record(trial).await;
         tracing::info!(study = %id, trial = %trial.id, number = trial.number, "trial started");
     }
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every place filled"))
+        .collect())
 }
 
 /// The study has nothing more to hand out: it waits for what is in flight (which may

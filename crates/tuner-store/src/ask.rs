@@ -33,6 +33,18 @@ pub trait AskTxn: Send {
         params: &Params,
         lease: &LeaseGrant,
     ) -> Result<TrialRecord>;
+    /// Creates the study's next trials, one per `(params, lease)`, numbered in that
+    /// order; returned in the same order.
+    async fn insert_leased_trials(
+        &mut self,
+        new: &[(Params, LeaseGrant)],
+    ) -> Result<Vec<TrialRecord>> {
+        let mut trials = Vec::with_capacity(new.len());
+        for (params, lease) in new {
+            trials.push(self.insert_leased_trial(params, lease).await?);
+        }
+        Ok(trials)
+    }
     async fn set_study_state(
         &mut self,
         state: StudyState,

@@ -341,6 +341,71 @@ impl AskTxn for PgAskTxn {
         insert_leased(&mut *self.tx, self.study.id, params, lease).await
     }
 
+    /// One statement for the whole batch, so the study's lock is held for one round
+    /// trip however many asks it serves.
+    async fn insert_leased_trials(
+        &mut self,
+        new: &[(Params, LeaseGrant)],
+    ) -> Result<Vec<TrialRecord>> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let study = self.study.id;
+        let mut columns: (Vec<String>, Vec<String>, Vec<Option<String>>, Vec<String>) =
+            Default::default();
+        let (mut expires, mut nows) = (Vec::new(), Vec::new());
+        for (params, lease) in new {
+            columns.0.push(to_json_text(params)?);
+            columns.1.push(config_key(params));
+            columns.2.push(lease.worker.clone());
+            columns.3.push(lease.token.clone());
+            expires.push(lease.expires_at);
+            nows.push(lease.now);
+        }
+        let sql = format!(
+            "WITH taken AS ( \
+                 UPDATE studies SET next_number = next_number + $2 WHERE id = $1 \
+                 RETURNING next_number - $2 AS first) \
+             INSERT INTO trials (study_id, number, state, params, config_key, worker, \
+                 lease_token, lease_expires_at, attempts, created_at, started_at) \
+             SELECT $1, taken.first + u.ord - 1, 'running', u.params, u.key, u.worker, \
+                 u.token, u.expires, 1, u.now, u.now \
+             FROM taken, unnest($3::text[], $4::text[], $5::text[], $6::text[], \
+                 $7::bigint[], $8::bigint[]) \
+                 WITH ORDINALITY AS u(params, key, worker, token, expires, now, ord) \
+             RETURNING {TRIAL_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(study.0)
+            .bind(new.len() as i64)
+            .bind(columns.0)
+            .bind(columns.1)
+            .bind(columns.2)
+            .bind(columns.3)
+            .bind(expires)
+            .bind(nows)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(ref d)
+                    if d.constraint() == Some("trials_distinct_configs") =>
+                {
+                    StoreError::DuplicateConfig(study)
+                }
+                other => other.into(),
+            })?;
+        if rows.is_empty() {
+            return Err(StoreError::StudyNotFound(study));
+        }
+        let mut trials = rows
+            .iter()
+            .map(trial_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        // RETURNING has no order: by number is the order of `new`.
+        trials.sort_by_key(|t| t.number);
+        Ok(trials)
+    }
+
     async fn set_study_state(
         &mut self,
         state: StudyState,

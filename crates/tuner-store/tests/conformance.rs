@@ -81,6 +81,7 @@ conformance!(
     an_ask_sees_every_replicas_trials_as_they_are,
     a_study_is_exported_and_imported_with_everything_but_its_ids,
     a_failing_import_leaves_nothing_behind,
+    a_batch_of_asks_inserts_its_trials_in_order,
 );
 
 pg_only!(
@@ -216,6 +217,54 @@ async fn an_ask_dropped_before_commit_leaves_nothing(b: &Backend) {
         StudyState::Running
     );
     assert_eq!(one.trial_summaries(study.id).await.unwrap().len(), 1);
+}
+
+/// A replica serving several asks at once inserts their trials together: numbered in
+/// the order given, after what exists; one duplicate refuses the whole batch.
+async fn a_batch_of_asks_inserts_its_trials_in_order(b: &Backend) {
+    let store = b.open().await;
+    let study = store
+        .create_study(new_study(Direction::Maximize, 0), 0)
+        .await
+        .unwrap();
+    store
+        .insert_leased_trial(study.id, &params(100), &grant("first", 0, 1_000))
+        .await
+        .unwrap();
+    let batch: Vec<_> = (0..5)
+        .map(|k| (params(k), grant(&format!("b{k}"), 10, 1_000)))
+        .collect();
+    let mut txn = store.begin_ask(study.id).await.unwrap();
+    let trials = txn.insert_leased_trials(&batch).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(
+        trials
+            .iter()
+            .map(|t| (t.number, t.params.clone(), t.lease_token.clone().unwrap()))
+            .collect::<Vec<_>>(),
+        (0..5)
+            .map(|k| (k as u64 + 1, params(k), format!("b{k}")))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(store.trial_counts(study.id).await.unwrap().running, 6);
+
+    // One configuration already in the study: nothing of the batch is kept.
+    let clash = vec![
+        (params(50), grant("c0", 20, 1_000)),
+        (params(3), grant("c1", 20, 1_000)),
+    ];
+    let mut txn = store.begin_ask(study.id).await.unwrap();
+    assert!(matches!(
+        txn.insert_leased_trials(&clash).await,
+        Err(StoreError::DuplicateConfig(_))
+    ));
+    drop(txn);
+    assert_eq!(store.trial_summaries(study.id).await.unwrap().len(), 6);
+    let next = store
+        .insert_leased_trial(study.id, &params(51), &grant("d", 30, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(next.number, 6, "numbers stay dense after the refused batch");
 }
 
 /// A replica's cache catching up inside its ask sees the other replica's new trials and
