@@ -1596,11 +1596,15 @@ async fn replica_worker(urls: Vec<String>, home: usize, study: StudyId) -> u32 {
     }
 }
 
-/// Reads a study's event stream from one server until it ends: (id, kind, trial).
-async fn watch_events(url: String, study: StudyId) -> Vec<(i64, String, i64)> {
+/// Reads a study's event stream from one server until it ends: (id, kind, trial); from
+/// the start, or resuming after event `after` (`Last-Event-ID`).
+async fn watch_events(url: String, study: StudyId, after: Option<i64>) -> Vec<(i64, String, i64)> {
     let client = reqwest::Client::new();
-    let mut resp = client
-        .get(format!("{url}/studies/{study}/trials"))
+    let mut request = client.get(format!("{url}/studies/{study}/trials"));
+    if let Some(after) = after {
+        request = request.header("Last-Event-ID", after.to_string());
+    }
+    let mut resp = request
         .header("Accept", "text/event-stream")
         .send()
         .await
@@ -1650,7 +1654,7 @@ async fn three_replicas_on_postgres_survive_a_sigkill() {
         .create_study(&space(TRIALS, 64), DocFormat::Yaml)
         .await
         .unwrap();
-    let watcher = tokio::spawn(watch_events(urls[2].clone(), study.id));
+    let watcher = tokio::spawn(watch_events(urls[2].clone(), study.id, None));
     let workers: Vec<_> = (0..64)
         .map(|k| tokio::spawn(replica_worker(urls.clone(), k % 3, study.id)))
         .collect();
@@ -1720,6 +1724,12 @@ async fn three_replicas_on_postgres_survive_a_sigkill() {
         .filter(|(_, kind, _)| kind == "created")
         .count();
     assert_eq!(created, TRIALS as usize, "each creation seen once");
+
+    // A cursor taken from replica 2 resumes on replica 0 (restarted meanwhile) with
+    // exactly what followed it.
+    let cut = events.len() / 3;
+    let resumed = watch_events(urls[0].clone(), study.id, Some(events[cut].0)).await;
+    assert_eq!(resumed, events[cut + 1..].to_vec());
 }
 
 /// GET `path` from a server as JSON, without what a copy changes or a clock moves: ids
