@@ -10,6 +10,7 @@
 mod dashboard;
 mod error;
 mod history;
+mod read_models;
 mod routes;
 mod scheduler;
 mod shared_ask;

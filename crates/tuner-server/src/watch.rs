@@ -7,7 +7,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use tuner_core::StudyId;
 
-use crate::{AppState, views};
+use crate::{AppState, read_models::study_view, views};
 
 /// How often the log is polled while nothing happens.
 const POLL: Duration = Duration::from_millis(250);
@@ -93,8 +93,7 @@ impl Cursor {
             }
         }
         if self.ending {
-            let end = match crate::routes::studies::study_view(&self.state, self.study, false).await
-            {
+            let end = match study_view(&self.state, self.study, false).await {
                 Ok(study) => Event::default()
                     .event("end")
                     .json_data(study)
@@ -110,8 +109,7 @@ impl Cursor {
             Err(_) => self.finish(Event::default().event("end").data("{\"deleted\": true}")),
             Ok(record) => {
                 if self.study_state.is_some_and(|seen| seen != record.state)
-                    && let Ok(study) =
-                        crate::routes::studies::study_view(&self.state, self.study, false).await
+                    && let Ok(study) = study_view(&self.state, self.study, false).await
                 {
                     self.buffer.push_back(
                         Event::default()

@@ -14,6 +14,7 @@ use tuner_store::NewStudy;
 use super::{StudyRefusals, body_bytes, parse_id};
 use crate::{
     ApiError, AppState,
+    read_models::study_view,
     scheduler::{settle, spec_of},
     views,
 };
@@ -107,24 +108,6 @@ pub async fn create_study(
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(view),
-    ))
-}
-
-pub(crate) async fn study_view(
-    state: &AppState,
-    id: StudyId,
-    with_spec: bool,
-) -> Result<Study, ApiError> {
-    let record = state.study(id).await?;
-    let spec = spec_of(state, &record).await?;
-    let counts = state.store().trial_counts(id).await?;
-    let best = state.store().best_trial(id).await?;
-    Ok(views::study(
-        &record,
-        &spec,
-        counts,
-        best.as_ref(),
-        with_spec,
     ))
 }
 
