@@ -4,7 +4,7 @@
 use tuner_api::Study;
 use tuner_core::StudyId;
 
-use crate::{ApiError, AppState, scheduler::spec_of, views};
+use crate::{ApiError, AppState, views};
 
 /// A study as the API shows it: its record with its counts and best trial.
 pub(crate) async fn study_view(
@@ -13,7 +13,7 @@ pub(crate) async fn study_view(
     with_spec: bool,
 ) -> Result<Study, ApiError> {
     let record = state.study(id).await?;
-    let spec = spec_of(state, &record).await?;
+    let spec = state.spec_of(&record)?;
     let counts = state.store().trial_counts(id).await?;
     let best = state.store().best_trial(id).await?;
     Ok(views::study(

@@ -12,12 +12,7 @@ use tuner_core::{
 use tuner_store::NewStudy;
 
 use super::{StudyRefusals, body_bytes, parse_id};
-use crate::{
-    ApiError, AppState,
-    read_models::study_view,
-    scheduler::{settle, spec_of},
-    views,
-};
+use crate::{ApiError, AppState, read_models::study_view, settle::settle, views};
 
 fn study_id(raw: &str) -> Result<StudyId, ApiError> {
     parse_id("study", raw).map(StudyId)
@@ -364,7 +359,7 @@ pub async fn best_trial(
 ) -> Result<Json<Best>, ApiError> {
     let id = study_id(&id)?;
     let record = state.study(id).await?;
-    let spec = spec_of(&state, &record).await?;
+    let spec = state.spec_of(&record)?;
     let best = state
         .store()
         .best_trial(id)
@@ -500,6 +495,6 @@ pub async fn parameter_importance(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Importance>, ApiError> {
-    let answer = crate::scheduler::importance(&state, study_id(&id)?).await?;
+    let answer = crate::importance::importance(&state, study_id(&id)?).await?;
     Ok(Json(Importance::clone(&answer)))
 }
