@@ -16,6 +16,7 @@ mod lease;
 mod pruning;
 mod read_models;
 mod routes;
+mod server;
 mod settle;
 mod shared_ask;
 mod views;
@@ -23,6 +24,7 @@ mod watch;
 
 pub use error::ApiError;
 pub use routes::{openapi, studies::check_supported};
+pub use server::{Server, StartError};
 pub use settle::reap_once;
 
 use std::{
@@ -329,18 +331,4 @@ impl AppState {
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     routes::router(state)
-}
-
-/// Takes back expired leases every `period` until the process ends.
-pub fn spawn_reaper(state: AppState, period: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = reap_once(&state).await {
-                tracing::error!(error = %e, "lease reaper failed");
-            }
-        }
-    })
 }
