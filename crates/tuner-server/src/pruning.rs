@@ -24,14 +24,14 @@ pub async fn should_prune(
             if epoch <= warmup_epochs {
                 return Ok(false);
             }
-            let trials = state.store().list_trials(trial.study_id).await?;
-            let peers: Vec<f64> = trials
-                .iter()
-                .filter(|t| {
-                    t.id != trial.id
-                        && matches!(t.state, TrialState::Completed | TrialState::Pruned)
+            let reports = state.store().epoch_values(trial.study_id, epoch).await?;
+            let peers: Vec<f64> = reports
+                .into_iter()
+                .filter(|(id, trial_state, _)| {
+                    *id != trial.id
+                        && matches!(trial_state, TrialState::Completed | TrialState::Pruned)
                 })
-                .filter_map(|t| value_at(t, epoch))
+                .filter_map(|(_, _, value)| value)
                 .collect();
             if peers.len() < min_trials as usize {
                 return Ok(false);
@@ -47,11 +47,11 @@ pub async fn should_prune(
             }
             // Every trial that reached this rung competes, running ones included
             // (asynchronous: nobody waits for a rung to fill).
-            let trials = state.store().list_trials(trial.study_id).await?;
-            let mut rung: Vec<f64> = trials
-                .iter()
-                .filter(|t| t.id != trial.id)
-                .filter_map(|t| value_at(t, epoch))
+            let reports = state.store().epoch_values(trial.study_id, epoch).await?;
+            let mut rung: Vec<f64> = reports
+                .into_iter()
+                .filter(|(id, _, _)| *id != trial.id)
+                .filter_map(|(_, _, value)| value)
                 .collect();
             rung.push(value);
             rung.sort_by(|a, b| {
@@ -77,10 +77,6 @@ fn is_rung(epoch: u32, min_resource: u32, factor: u32) -> bool {
         rung *= u64::from(factor);
     }
     rung == u64::from(epoch)
-}
-
-fn value_at(t: &TrialRecord, epoch: u32) -> Option<f64> {
-    t.epochs.iter().find(|e| e.epoch == epoch)?.value
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
