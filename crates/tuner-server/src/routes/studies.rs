@@ -223,8 +223,9 @@ pub async fn list_trials(
 ) -> Result<axum::response::Response, ApiError> {
     if wants_event_stream(&headers) {
         let id = study_id(&id)?;
-        // 404 now rather than an empty stream.
-        state.study(id).await?;
+        // 404 now rather than an empty stream; and the state changes are announced
+        // against, read before the client can see the stream open.
+        let study_state = state.store().get_study(id).await?.state;
         let Query(filter) = filter.map_err(|e| bad_query("query", e.body_text()))?;
         let resume = headers
             .get("last-event-id")
@@ -238,7 +239,7 @@ pub async fn list_trials(
                 bad_query("after", format!("`{n}` is neither an event id nor `now`"))
             })?,
         };
-        return Ok(crate::watch::event_stream(state, id, after).into_response());
+        return Ok(crate::watch::event_stream(state, id, after, study_state).into_response());
     }
     Ok(list_trial_json(state, id, filter).await?.into_response())
 }
