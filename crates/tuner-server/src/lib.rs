@@ -1,11 +1,25 @@
 //! tuner-server: the HTTP service.
 //!
-//! Owns the axum routes ([`app`]), the scheduler (ask, budget, leases, study
-//! settling), the lease reaper and the mapping of every error to one JSON envelope.
-//! It is the only process that opens the database.
+//! Modules:
+//! - `lib.rs`: [`AppState`] (the store, settings and per-study caches; the only place
+//!   that touches their fields) and [`ServerConfig`];
+//! - `server`: [`Server`], a running server: reaps once at start, serves [`app`],
+//!   reaps every quarter lease;
+//! - `routes`: the axum routes and their OpenAPI document; `dashboard`: the web page;
+//! - `ask`: which trial a worker gets (a server alone on its database decides from
+//!   memory); `shared_ask`: the same for replicas, decided in the database; `lease`:
+//!   what both share (the lease granted, the answer, the sampler run);
+//! - `settle`: when a study is over, and taking back expired leases (reap);
+//! - `pruning`: the answer to an epoch report (median and ASHA pruners);
+//! - `importance`: parameter importance, cached until a trial finishes;
+//! - `history`: each study's trial outcomes in memory, for the sampler and the counts;
+//! - `read_models`: wire views read from the state (a study with its counts and best);
+//!   `views`: store records to wire types; `watch`: live events as Server-Sent Events;
+//! - `error`: every error mapped to one JSON envelope.
 //!
-//! Depends on `tuner-core`, `tuner-api`, `tuner-optim` and `tuner-store`; must not
-//! depend on the trainer (workers reach it over HTTP like anyone else).
+//! Only servers open the database. Depends on `tuner-core`, `tuner-api`,
+//! `tuner-optim` and `tuner-store`; must not depend on the trainer (workers reach it
+//! over HTTP like anyone else).
 
 mod ask;
 mod dashboard;
