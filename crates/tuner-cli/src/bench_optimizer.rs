@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use anyhow::{Result, bail};
 use tuner_api::{ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat};
 use tuner_optim::problems;
-use tuner_server::{AppState, ServerConfig};
+use tuner_server::ServerConfig;
 use tuner_store::SqliteStore;
 
 pub struct OptimizerBench {
@@ -40,10 +40,13 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("tuner-bbo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let store = SqliteStore::open(&dir.join("bbo.db")).await?;
-    let state = AppState::new(Arc::new(store.clone()), ServerConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(async move { axum::serve(listener, tuner_server::app(state)).await });
+    let server = tuner_server::Server::start(
+        Arc::new(store.clone()),
+        ServerConfig::default(),
+        (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .await?;
+    let url = server.url();
     let client = ApiClient::new(&url);
     let checkpoints: Vec<u32> = [10, 25, 50, 100, 200]
         .into_iter()
@@ -127,7 +130,7 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
             );
         }
     }
-    server.abort();
+    drop(server);
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -8,33 +8,31 @@ use std::{collections::HashSet, sync::Arc, time::Instant};
 use anyhow::{Context, Result, bail};
 use tuner_api::{ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat};
 use tuner_core::{TrialState, config_key};
-use tuner_server::{AppState, ServerConfig};
+use tuner_server::ServerConfig;
 
 use crate::db::{DbTarget, OpenStore};
 
 /// One server of the benchmark, on a loopback port.
 struct BenchServer {
     store: OpenStore,
-    url: String,
-    task: tokio::task::JoinHandle<()>,
+    server: tuner_server::Server,
 }
 
 impl BenchServer {
     async fn start(target: &DbTarget) -> Result<Self> {
         let store = OpenStore::open(target).await?;
-        let state = AppState::new(store.shared(), ServerConfig::default());
-        let reaper = tuner_server::spawn_reaper(state.clone(), std::time::Duration::from_secs(5));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, tuner_server::app(state)).await;
-            reaper.abort();
-        });
-        Ok(Self { store, url, task })
+        let server = tuner_server::Server::start(
+            store.shared(),
+            ServerConfig::default(),
+            (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        )
+        .await?;
+        Ok(Self { store, server })
     }
 
     async fn stop(self) {
-        self.task.abort();
+        // At once: the benchmark's requests are all answered by now.
+        drop(self.server);
         self.store.close().await;
     }
 }
@@ -91,7 +89,10 @@ pub async fn bench_service(
         host_cpu(),
         target.describe()
     );
-    let clients: Vec<ApiClient> = servers.iter().map(|s| ApiClient::new(&s.url)).collect();
+    let clients: Vec<ApiClient> = servers
+        .iter()
+        .map(|s| ApiClient::new(s.server.url()))
+        .collect();
     let client = clients[0].clone();
     let space = format!(
         "version: 1\nname: bench-service\nobjective: {{metric: score, direction: maximize}}\n\

@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use tuner_api::{ApiClient, DocFormat};
 use tuner_core::{SpecFormat, StudyId, parse_spec};
-use tuner_server::{AppState, ServerConfig};
+use tuner_server::ServerConfig;
 
 /// Default port of the tuner server.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8470";
@@ -748,27 +748,28 @@ async fn serve(
     // From the start, so that a stop during start-up is not lost.
     let mut signals = stop::StopSignals::listen()?;
     let opened = db::OpenStore::open(db).await?;
-    let store = opened.shared();
-    let reap_every = (config.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let config_token = config.token.clone();
-    let state = AppState::new(store, config);
-    // Leases that ran out while the server was down are taken back now.
-    tuner_server::reap_once(&state)
+    // Leases that ran out while the server was down are taken back before it listens.
+    let server = tuner_server::Server::start(opened.shared(), config, addr)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("cannot take back expired leases")?;
-    let reaper = tuner_server::spawn_reaper(state.clone(), reap_every);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} (is another server running? try --addr 127.0.0.1:PORT)")
-    })?;
-    let local = listener.local_addr()?;
+        .map_err(|e| match e {
+            tuner_server::StartError::Reap(e) => {
+                anyhow::anyhow!("{e}").context("cannot take back expired leases")
+            }
+            tuner_server::StartError::Bind { source, .. } => {
+                anyhow::Error::new(source).context(format!(
+                    "cannot listen on {addr} (is another server running? try --addr 127.0.0.1:PORT)"
+                ))
+            }
+        })?;
+    let local = server.addr();
     tracing::info!(addr = %local, db = %db.describe(), "tuner server listening");
     eprintln!(
         "tuner server listening on http://{local} (database {})",
         db.describe()
     );
     let local_workers = if workers > 0 {
-        let url = format!("http://{local}");
+        let url = server.url();
         eprintln!("starting {workers} local worker(s)");
         Some(local::LocalWorkers::spawn(
             &url,
@@ -780,33 +781,22 @@ async fn serve(
     } else {
         None
     };
-    let (stopping, stopping_seen) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        axum::serve(listener, tuner_server::app(state)).with_graceful_shutdown(async move {
-            let signal = signals.next().await;
-            tracing::info!("{}: shutting down", signal.name());
-            // Workers first, while the server still takes their trials back.
-            if let Some(w) = local_workers {
-                w.stop(local::STOP_GRACE, &mut signals).await;
-            }
-            let _ = stopping.send(());
-        });
+    let signal = signals.next().await;
+    tracing::info!("{}: shutting down", signal.name());
+    // Workers first, while the server still takes their trials back.
+    if let Some(w) = local_workers {
+        w.stop(local::STOP_GRACE, &mut signals).await;
+    }
     // Event streams (dashboards, `trials --watch`) last as long as their study: they
     // would hold a graceful shutdown open indefinitely. Cut off, their clients reconnect,
     // to another replica if they know one.
-    let requests_cut_off = async {
-        if stopping_seen.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = server => served.context("server error")?,
-        () = requests_cut_off => {
-            tracing::warn!("requests still open {SHUTDOWN_GRACE:?} after the stop; closing them");
-        }
+    let cut_off = server
+        .shutdown_within(SHUTDOWN_GRACE)
+        .await
+        .context("server error")?;
+    if cut_off {
+        tracing::warn!("requests still open {SHUTDOWN_GRACE:?} after the stop; closing them");
     }
-    reaper.abort();
     opened.close().await;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use tuner_api::{ApiClient, Study, Trial};
 use tuner_core::{StudyState, TrainerKind, TrialState, parse_spec};
-use tuner_server::{AppState, ServerConfig};
+use tuner_server::ServerConfig;
 use tuner_store::SqliteStore;
 
 use crate::{
@@ -48,27 +48,17 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     let store = SqliteStore::open(&args.db)
         .await
         .with_context(|| format!("cannot open the database {}", args.db.display()))?;
-    let state = AppState::new(
+    let server = tuner_server::Server::start(
         Arc::new(store.clone()),
         ServerConfig {
             lease,
             ..ServerConfig::default()
         },
-    );
-    let reaper =
-        tuner_server::spawn_reaper(state.clone(), (lease / 4).max(Duration::from_millis(100)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("cannot open a loopback port for the embedded server")?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, tuner_server::app(state))
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+        (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+    )
+    .await
+    .context("cannot start the embedded server")?;
+    let url = server.url();
 
     let client = ApiClient::new(&url);
     let study = client
@@ -148,9 +138,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
             w.stop(STOP_GRACE, &mut signals).await;
         }
     }
-    let _ = stop_server.send(());
-    let _ = server.await;
-    reaper.abort();
+    let _ = server.shutdown().await;
     store.close().await;
     let study = result?;
 

@@ -1,24 +1,45 @@
 //! tuner-server: the HTTP service.
 //!
-//! Owns the axum routes ([`app`]), the scheduler (ask, budget, leases, study
-//! settling), the lease reaper and the mapping of every error to one JSON envelope.
-//! It is the only process that opens the database.
+//! Modules:
+//! - `lib.rs`: [`AppState`] (the store, settings and per-study caches; the only place
+//!   that touches their fields) and [`ServerConfig`];
+//! - `server`: [`Server`], a running server: reaps once at start, serves [`app`],
+//!   reaps every quarter lease;
+//! - `routes`: the axum routes and their OpenAPI document; `dashboard`: the web page;
+//! - `ask`: which trial a worker gets (a server alone on its database decides from
+//!   memory); `shared_ask`: the same for replicas, decided in the database; `lease`:
+//!   what both share (the lease granted, the answer, the sampler run);
+//! - `settle`: when a study is over, and taking back expired leases (reap);
+//! - `pruning`: the answer to an epoch report (median and ASHA pruners);
+//! - `importance`: parameter importance, cached until a trial finishes;
+//! - `history`: each study's trial outcomes in memory, for the sampler and the counts;
+//! - `read_models`: wire views read from the state (a study with its counts and best);
+//!   `views`: store records to wire types; `watch`: live events as Server-Sent Events;
+//! - `error`: every error mapped to one JSON envelope.
 //!
-//! Depends on `tuner-core`, `tuner-api`, `tuner-optim` and `tuner-store`; must not
-//! depend on the trainer (workers reach it over HTTP like anyone else).
+//! Only servers open the database. Depends on `tuner-core`, `tuner-api`,
+//! `tuner-optim` and `tuner-store`; must not depend on the trainer (workers reach it
+//! over HTTP like anyone else).
 
+mod ask;
 mod dashboard;
 mod error;
 mod history;
+mod importance;
+mod lease;
+mod pruning;
+mod read_models;
 mod routes;
-mod scheduler;
+mod server;
+mod settle;
 mod shared_ask;
 mod views;
 mod watch;
 
 pub use error::ApiError;
 pub use routes::{openapi, studies::check_supported};
-pub use scheduler::reap_once;
+pub use server::{Server, StartError};
+pub use settle::reap_once;
 
 use std::{
     collections::HashMap,
@@ -30,7 +51,8 @@ use std::{
 };
 
 use axum::Router;
-use tuner_core::{StudyId, StudySpec, StudyState};
+use tuner_api::Importance;
+use tuner_core::{StudyId, StudySpec, StudyState, TrialId, parse_spec_value};
 use tuner_store::{Store, StoreError, StudyRecord};
 
 /// Settings an operator may change.
@@ -89,7 +111,7 @@ struct Inner {
     reaping: tokio::sync::RwLock<()>,
     /// The last importance answer per study, with the fingerprint of the finished
     /// trials it was computed from (a GP fit takes seconds on a large study).
-    importance: Mutex<HashMap<StudyId, (u64, Arc<tuner_api::Importance>)>>,
+    importance: Mutex<HashMap<StudyId, (u64, Arc<Importance>)>>,
 }
 
 /// A cached study record and a generation counter: a load that started before the
@@ -207,6 +229,89 @@ impl AppState {
         now >= self.inner.next_expiry.load(Ordering::SeqCst)
     }
 
+    /// Held by an ask from its count check to its record of the lease, so no reap
+    /// runs in between (see `Inner::reaping`).
+    async fn hold_off_reaping(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.inner.reaping.read().await
+    }
+
+    /// Starts a reap once the asks in progress are done: the expiry bound is raised
+    /// before the reap looks, so a lease committed after the look still lowers it.
+    async fn begin_reap(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        let reaping = self.inner.reaping.write().await;
+        self.inner.next_expiry.store(i64::MAX, Ordering::SeqCst);
+        reaping
+    }
+
+    /// A reap failed to look: the earliest expiry is unknown, so the next ask reaps.
+    fn forget_expiry_bound(&self) {
+        self.inner.next_expiry.store(i64::MIN, Ordering::SeqCst);
+    }
+
+    /// The parsed spec of a study, from the cache or the stored document.
+    fn spec_of(&self, record: &StudyRecord) -> Result<Arc<StudySpec>, ApiError> {
+        if let Some(spec) = self.cached_spec(record.id) {
+            return Ok(spec);
+        }
+        let spec = parse_spec_value(&record.spec).map_err(|e| {
+            ApiError::Internal(format!(
+                "stored spec of study {} no longer parses: {e}",
+                record.id
+            ))
+        })?;
+        let spec = Arc::new(spec);
+        self.inner
+            .specs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.id, spec.clone());
+        Ok(spec)
+    }
+
+    fn cached_spec(&self, id: StudyId) -> Option<Arc<StudySpec>> {
+        self.inner
+            .specs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// The spec of the study a trial belongs to (what report and complete need to find
+    /// the objective's metric).
+    async fn spec_of_trial(&self, id: TrialId) -> Result<Arc<StudySpec>, ApiError> {
+        let study = match self.histories().study_of(id) {
+            Some(study) => study,
+            None => self.store().study_of_trial(id).await?,
+        };
+        // Specs never change: no need to read the study again once one is cached.
+        if let Some(spec) = self.cached_spec(study) {
+            return Ok(spec);
+        }
+        let record = self.study(study).await?;
+        self.spec_of(&record)
+    }
+
+    /// The last importance answer of a study, if it was computed from the finished
+    /// trials `fingerprint` identifies.
+    fn cached_importance(&self, id: StudyId, fingerprint: u64) -> Option<Arc<Importance>> {
+        self.inner
+            .importance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .filter(|(f, _)| *f == fingerprint)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn cache_importance(&self, id: StudyId, fingerprint: u64, answer: Arc<Importance>) {
+        self.inner
+            .importance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (fingerprint, answer));
+    }
+
     fn histories(&self) -> &history::Histories {
         &self.inner.histories
     }
@@ -240,18 +345,4 @@ impl AppState {
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     routes::router(state)
-}
-
-/// Takes back expired leases every `period` until the process ends.
-pub fn spawn_reaper(state: AppState, period: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = reap_once(&state).await {
-                tracing::error!(error = %e, "lease reaper failed");
-            }
-        }
-    })
 }

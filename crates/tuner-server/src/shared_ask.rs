@@ -21,7 +21,7 @@ use tuner_store::{AskTxn, TrialCounts};
 use crate::{
     ApiError, AppState,
     history::Snapshot,
-    scheduler::{AskOutcome, leased, new_grant, spec_of, suggest},
+    lease::{AskOutcome, leased, new_grant, suggest},
     views,
 };
 
@@ -154,7 +154,7 @@ async fn decide(
         StudyState::Paused => return Ok(workers.iter().map(|_| AskOutcome::Wait).collect()),
         _ => return Ok(workers.iter().map(|_| AskOutcome::Done).collect()),
     }
-    let spec = spec_of(state, &record).await?;
+    let spec = state.spec_of(&record)?;
     let held = &mut txn;
     let history = state
         .histories()

@@ -5,9 +5,9 @@ use std::{collections::VecDeque, convert::Infallible, time::Duration};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
-use tuner_core::StudyId;
+use tuner_core::{StudyId, StudyState};
 
-use crate::{AppState, views};
+use crate::{AppState, read_models::study_view, views};
 
 /// How often the log is polled while nothing happens.
 const POLL: Duration = Duration::from_millis(250);
@@ -21,16 +21,20 @@ struct Cursor {
     buffer: VecDeque<Event>,
     /// The study has ended: read what is left of the log, then send `end`.
     ending: bool,
-    /// The study's state when last looked at: a change (stop, pause, resume) is sent as
-    /// a `study` event, since the log holds trial events only.
-    study_state: Option<tuner_core::StudyState>,
+    /// The study's state when last looked at, from the stream's start: a change (stop,
+    /// pause, resume) is sent as a `study` event, since the log holds trial events only.
+    study_state: StudyState,
     done: bool,
 }
 
+/// The study's events after event `after`; `study_state` is its state when the stream
+/// was asked for (read before the answer goes out, so a change made as soon as the
+/// stream is open is announced).
 pub fn event_stream(
     state: AppState,
     study: StudyId,
     after: i64,
+    study_state: StudyState,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let cursor = Cursor {
         state,
@@ -38,7 +42,7 @@ pub fn event_stream(
         last: after,
         buffer: VecDeque::new(),
         ending: false,
-        study_state: None,
+        study_state,
         done: false,
     };
     let events = stream::unfold(cursor, |mut c| async move {
@@ -93,8 +97,7 @@ impl Cursor {
             }
         }
         if self.ending {
-            let end = match crate::routes::studies::study_view(&self.state, self.study, false).await
-            {
+            let end = match study_view(&self.state, self.study, false).await {
                 Ok(study) => Event::default()
                     .event("end")
                     .json_data(study)
@@ -109,9 +112,8 @@ impl Cursor {
         match store.get_study(self.study).await {
             Err(_) => self.finish(Event::default().event("end").data("{\"deleted\": true}")),
             Ok(record) => {
-                if self.study_state.is_some_and(|seen| seen != record.state)
-                    && let Ok(study) =
-                        crate::routes::studies::study_view(&self.state, self.study, false).await
+                if self.study_state != record.state
+                    && let Ok(study) = study_view(&self.state, self.study, false).await
                 {
                     self.buffer.push_back(
                         Event::default()
@@ -120,7 +122,7 @@ impl Cursor {
                             .unwrap_or_else(|_| Event::default().comment("unencodable study")),
                     );
                 }
-                self.study_state = Some(record.state);
+                self.study_state = record.state;
                 let settled = !record.state.is_active()
                     && store
                         .trial_counts(self.study)

@@ -1643,15 +1643,9 @@ async fn wait_for(
     }
 }
 
-/// Stop, pause and resume are not trial events, yet a live stream says them: a
-/// `study` event with the study, then `end` once nothing runs any more.
-#[tokio::test]
-async fn live_streams_announce_study_state_changes() {
-    let s = TestServer::new().await;
-    let id = s.create(&space(3, 1, "")).await;
-    let (trial, token) = s.ask(id).await.unwrap();
-    let resp = s
-        .router
+/// Opens a study's live stream from now on; its body is not read yet.
+async fn open_live_stream(s: &TestServer, id: i64) -> axum::response::Response {
+    s.router
         .clone()
         .oneshot(
             Request::get(format!("/studies/{id}/trials?after=now"))
@@ -1660,10 +1654,14 @@ async fn live_streams_announce_study_state_changes() {
                 .unwrap(),
         )
         .await
-        .unwrap();
-    // Read the stream in the background; act on the study only once the stream has
-    // shown the previous change, so no change can fall between two of its polls.
-    let (chunks, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+        .unwrap()
+}
+
+/// Reads a stream's chunks in the background, for [`wait_for`].
+fn read_in_background(
+    resp: axum::response::Response,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (chunks, received) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         let mut body = resp.into_body();
         while let Some(Ok(frame)) = body.frame().await {
@@ -1676,9 +1674,21 @@ async fn live_streams_announce_study_state_changes() {
             }
         }
     });
+    received
+}
+
+/// Stop, pause and resume are not trial events, yet a live stream says them: a
+/// `study` event with the study, then `end` once nothing runs any more.
+#[tokio::test]
+async fn live_streams_announce_study_state_changes() {
+    let s = TestServer::new().await;
+    let id = s.create(&space(3, 1, "")).await;
+    let (trial, token) = s.ask(id).await.unwrap();
+    let stream = open_live_stream(&s, id).await;
+    // Act on the study only once the stream has shown the previous change, so no
+    // change can fall between two of its polls.
+    let mut received = read_in_background(stream);
     let mut text = String::new();
-    // The stream's first poll sees the study running.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
     for (n, action) in ["pause", "resume", "stop"].into_iter().enumerate() {
         let a = s.post(&format!("/studies/{id}/{action}"), json!({})).await;
         assert_eq!(a.status, StatusCode::OK, "{action}: {}", a.body);
@@ -1700,6 +1710,23 @@ async fn live_streams_announce_study_state_changes() {
         .collect();
     assert_eq!(states, ["paused", "running", "stopped"]);
     assert_eq!(events[0].0, None, "study events are not in the log: no id");
+}
+
+/// A pause made as soon as the stream is open, before the stream has read anything,
+/// is announced too: the stream knows the study's state from when it was asked for.
+#[tokio::test]
+async fn a_pause_right_after_opening_a_stream_is_announced() {
+    let s = TestServer::new().await;
+    let id = s.create(&space(3, 1, "")).await;
+    let stream = open_live_stream(&s, id).await;
+    let paused = s.post(&format!("/studies/{id}/pause"), json!({})).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    let mut received = read_in_background(stream);
+    let mut text = String::new();
+    wait_for(&mut text, &mut received, "event: study", 1).await;
+    let events = sse_events(&text);
+    assert_eq!(events[0].1, "study", "{text}");
+    assert_eq!(events[0].2["state"], "paused", "{text}");
 }
 
 /// A tmpfs of a few megabytes mounted on a fresh folder, unmounted when dropped; `None`

@@ -32,7 +32,7 @@ pub use records::{
 pub use sqlite::{MIGRATOR, SqliteStore};
 
 use async_trait::async_trait;
-use tuner_core::{Params, StudyId, StudyState, TrialId};
+use tuner_core::{Params, StudyId, StudyState, TrialId, TrialState};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -77,6 +77,14 @@ pub trait Store: Send + Sync + 'static {
     async fn best_trial(&self, study: StudyId) -> Result<Option<TrialRecord>>;
     /// All trials of a study by number, with their per-epoch history.
     async fn list_trials(&self, study: StudyId) -> Result<Vec<TrialRecord>>;
+    /// What each trial of the study reported at `epoch` (the value, `None` if it
+    /// reported none), with the trial's state, by number; trials that did not reach
+    /// the epoch are absent. What a pruner compares, without loading every epoch.
+    async fn epoch_values(
+        &self,
+        study: StudyId,
+        epoch: u32,
+    ) -> Result<Vec<(TrialId, TrialState, Option<f64>)>>;
     /// All trials of a study without epochs (what a sampler needs).
     async fn trial_summaries(&self, study: StudyId) -> Result<Vec<TrialRecord>>;
     async fn get_trial(&self, id: TrialId) -> Result<TrialRecord>;

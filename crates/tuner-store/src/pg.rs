@@ -696,6 +696,31 @@ impl Store for PgStore {
         Ok(trial)
     }
 
+    async fn epoch_values(
+        &self,
+        study: StudyId,
+        epoch: u32,
+    ) -> Result<Vec<(TrialId, TrialState, Option<f64>)>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.state, e.value FROM trial_epochs e JOIN trials t ON t.id = e.trial_id \
+             WHERE t.study_id = $1 AND e.epoch = $2 ORDER BY t.number",
+        )
+        .bind(study.0)
+        .bind(i64::from(epoch))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok((
+                    TrialId(row.try_get("id")?),
+                    TrialState::from_str(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    row.try_get("value")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn epochs_of_trials(
         &self,
         trials: &[TrialId],

@@ -69,6 +69,7 @@ conformance!(
     racing_leases_hand_out_each_pending_trial_once,
     concurrent_finishes_with_one_token_change_the_trial_once,
     best_trial_follows_the_direction_and_prefers_earlier_ties,
+    epoch_values_are_what_each_trial_reported_at_that_epoch,
     data_survives_reopening,
     every_trial_change_is_logged_as_an_event,
     a_reader_resuming_from_its_cursor_sees_every_event_once_in_order,
@@ -1047,6 +1048,73 @@ async fn best_trial_follows_the_direction_and_prefers_earlier_ties(b: &Backend) 
         assert_eq!((counts.completed, counts.failed), (4, 1));
         assert_eq!(store.consecutive_failures(study.id, 5).await.unwrap(), 1);
     }
+}
+
+async fn epoch_values_are_what_each_trial_reported_at_that_epoch(b: &Backend) {
+    let store = b.open().await;
+    let study = store
+        .create_study(new_study(Direction::Minimize, 2), 0)
+        .await
+        .unwrap();
+    let other = store
+        .create_study(new_study(Direction::Minimize, 2), 0)
+        .await
+        .unwrap();
+    // Trial 0 reports epochs 1 and 2, then completes; trial 1 reports epoch 1 without
+    // a value and runs on; trial 2 reports nothing.
+    let t0 = store
+        .insert_leased_trial(study.id, &params(0), &grant("a", 0, 1_000))
+        .await
+        .unwrap();
+    for (e, v) in [(1, 0.5), (2, 0.25)] {
+        store
+            .report_epoch(t0.id, "a", 1, 1_000, &epoch(e, v, json!({})))
+            .await
+            .unwrap();
+    }
+    store
+        .finish_trial(t0.id, "a", 2, completed(0.25))
+        .await
+        .unwrap();
+    let t1 = store
+        .insert_leased_trial(study.id, &params(1), &grant("b", 0, 1_000))
+        .await
+        .unwrap();
+    let no_value = NewEpoch {
+        epoch: 1,
+        value: None,
+        metrics: json!({}),
+    };
+    store
+        .report_epoch(t1.id, "b", 1, 1_000, &no_value)
+        .await
+        .unwrap();
+    store
+        .insert_leased_trial(study.id, &params(2), &grant("c", 0, 1_000))
+        .await
+        .unwrap();
+    // Another study's reports are not this one's.
+    let elsewhere = store
+        .insert_leased_trial(other.id, &params(0), &grant("d", 0, 1_000))
+        .await
+        .unwrap();
+    store
+        .report_epoch(elsewhere.id, "d", 1, 1_000, &epoch(1, 0.9, json!({})))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.epoch_values(study.id, 1).await.unwrap(),
+        vec![
+            (t0.id, TrialState::Completed, Some(0.5)),
+            (t1.id, TrialState::Running, None)
+        ]
+    );
+    assert_eq!(
+        store.epoch_values(study.id, 2).await.unwrap(),
+        vec![(t0.id, TrialState::Completed, Some(0.25))]
+    );
+    assert!(store.epoch_values(study.id, 3).await.unwrap().is_empty());
 }
 
 async fn data_survives_reopening(b: &Backend) {

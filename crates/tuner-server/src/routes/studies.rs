@@ -12,11 +12,7 @@ use tuner_core::{
 use tuner_store::NewStudy;
 
 use super::{StudyRefusals, body_bytes, parse_id};
-use crate::{
-    ApiError, AppState,
-    scheduler::{settle, spec_of},
-    views,
-};
+use crate::{ApiError, AppState, read_models::study_view, settle::settle, views};
 
 fn study_id(raw: &str) -> Result<StudyId, ApiError> {
     parse_id("study", raw).map(StudyId)
@@ -107,24 +103,6 @@ pub async fn create_study(
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(view),
-    ))
-}
-
-pub(crate) async fn study_view(
-    state: &AppState,
-    id: StudyId,
-    with_spec: bool,
-) -> Result<Study, ApiError> {
-    let record = state.study(id).await?;
-    let spec = spec_of(state, &record).await?;
-    let counts = state.store().trial_counts(id).await?;
-    let best = state.store().best_trial(id).await?;
-    Ok(views::study(
-        &record,
-        &spec,
-        counts,
-        best.as_ref(),
-        with_spec,
     ))
 }
 
@@ -245,8 +223,9 @@ pub async fn list_trials(
 ) -> Result<axum::response::Response, ApiError> {
     if wants_event_stream(&headers) {
         let id = study_id(&id)?;
-        // 404 now rather than an empty stream.
-        state.study(id).await?;
+        // 404 now rather than an empty stream; and the state changes are announced
+        // against, read before the client can see the stream open.
+        let study_state = state.store().get_study(id).await?.state;
         let Query(filter) = filter.map_err(|e| bad_query("query", e.body_text()))?;
         let resume = headers
             .get("last-event-id")
@@ -260,7 +239,7 @@ pub async fn list_trials(
                 bad_query("after", format!("`{n}` is neither an event id nor `now`"))
             })?,
         };
-        return Ok(crate::watch::event_stream(state, id, after).into_response());
+        return Ok(crate::watch::event_stream(state, id, after, study_state).into_response());
     }
     Ok(list_trial_json(state, id, filter).await?.into_response())
 }
@@ -381,7 +360,7 @@ pub async fn best_trial(
 ) -> Result<Json<Best>, ApiError> {
     let id = study_id(&id)?;
     let record = state.study(id).await?;
-    let spec = spec_of(&state, &record).await?;
+    let spec = state.spec_of(&record)?;
     let best = state
         .store()
         .best_trial(id)
@@ -517,6 +496,6 @@ pub async fn parameter_importance(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Importance>, ApiError> {
-    let answer = crate::scheduler::importance(&state, study_id(&id)?).await?;
+    let answer = crate::importance::importance(&state, study_id(&id)?).await?;
     Ok(Json(Importance::clone(&answer)))
 }

@@ -18,8 +18,8 @@ use tuner_store::{Finish, NewEpoch};
 use super::{LeaseRefusals, body_bytes, parse_id, parse_json};
 use crate::{
     ApiError, AppState,
-    scheduler::{self, AskOutcome},
-    views,
+    ask::{self, AskOutcome},
+    pruning, settle, views,
 };
 
 /// Longest failure reason kept; longer ones are cut.
@@ -130,7 +130,7 @@ pub async fn ask_trial(
     let id = StudyId(parse_id("study", &id)?);
     let req: AskRequest = parse_json(&body_bytes(&state, body)?)?;
     let worker = req.worker.map(|w| w.chars().take(200).collect::<String>());
-    Ok(ask_response(scheduler::ask(&state, id, worker).await?))
+    Ok(ask_response(ask::ask(&state, id, worker).await?))
 }
 
 /// `POST /ask`: a trial from any running study, for pools of built-in workers.
@@ -169,9 +169,7 @@ pub async fn ask_any_trial(
         })
         .transpose()?;
     let worker = req.worker.map(|w| w.chars().take(200).collect::<String>());
-    Ok(ask_response(
-        scheduler::ask_any(&state, trainer, worker).await?,
-    ))
+    Ok(ask_response(ask::ask_any(&state, trainer, worker).await?))
 }
 
 fn ask_response(outcome: AskOutcome) -> Response {
@@ -302,7 +300,7 @@ pub async fn report(
         body: req,
     }: LeaseCall<ReportRequest>,
 ) -> Result<Json<ReportResponse>, ApiError> {
-    let spec = scheduler::spec_of_trial(&state, id).await?;
+    let spec = state.spec_of_trial(id).await?;
     check_epoch(req.epoch, spec.trainer.epochs)?;
     let value = objective_value(req.value, &req.metrics, &spec.objective.metric)?;
     let now = views::now_ms();
@@ -321,7 +319,7 @@ pub async fn report(
             },
         )
         .await?;
-    let (action, reason) = scheduler::after_report(&state, &trial, req.epoch, value).await?;
+    let (action, reason) = pruning::after_report(&state, &trial, req.epoch, value).await?;
     Ok(Json(ReportResponse {
         action,
         reason,
@@ -349,7 +347,7 @@ pub async fn complete_trial(
         body: req,
     }: LeaseCall<CompleteRequest>,
 ) -> Result<Json<Trial>, ApiError> {
-    let spec = scheduler::spec_of_trial(&state, id).await?;
+    let spec = state.spec_of_trial(id).await?;
     let metric = &spec.objective.metric;
     let value = objective_value(req.value, &req.metrics, metric)?.ok_or_else(|| {
         ApiError::invalid(
@@ -430,7 +428,7 @@ async fn finish(
         .finish_trial(id, token, views::now_ms(), how)
         .await?;
     tracing::info!(trial = %id, state = %trial.state, value = ?trial.value, reason = ?trial.failure_reason, "trial finished");
-    scheduler::after_finish(state, &trial).await?;
+    settle::after_finish(state, &trial).await?;
     Ok(Json(views::trial(&trial)))
 }
 
