@@ -206,6 +206,7 @@ mod tests {
     }
 
     fn close(a: &[f32], b: &[f64]) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
         for (x, y) in a.iter().zip(b) {
             assert!((*x as f64 - y).abs() < 1e-6, "{a:?} vs {b:?}");
         }
