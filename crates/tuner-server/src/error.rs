@@ -7,6 +7,36 @@ use tuner_api::{ErrorBody, ErrorDetail, ErrorInfo};
 use tuner_core::{CoreError, Problem};
 use tuner_store::StoreError;
 
+/// Why a request conflicts with the state it found (409): the envelope's stable `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictCode {
+    /// The lease ran out (the trial may be re-queued or already leased again).
+    LeaseExpired,
+    /// The study already has a trial with this configuration.
+    DuplicateConfig,
+    /// The trial is not running (queued, or finished another way).
+    TrialNotRunning,
+    /// The trial already finished the same way with another value.
+    TrialAlreadyFinished,
+    /// The epoch was already reported with another value.
+    EpochAlreadyReported,
+    /// The study's state does not allow the change (e.g. resume a completed study).
+    InvalidStudyState,
+}
+
+impl ConflictCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LeaseExpired => "lease_expired",
+            Self::DuplicateConfig => "duplicate_config",
+            Self::TrialNotRunning => "trial_not_running",
+            Self::TrialAlreadyFinished => "trial_already_finished",
+            Self::EpochAlreadyReported => "epoch_already_reported",
+            Self::InvalidStudyState => "invalid_study_state",
+        }
+    }
+}
+
 /// Every way a request can fail, each with its status and stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,7 +58,7 @@ pub enum ApiError {
     #[error("{0}")]
     LeaseMismatch(String),
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ConflictCode, message: String },
     #[error("{0}")]
     MethodNotAllowed(String),
     /// The database could not store a change (full disk, I/O error, read-only file):
@@ -59,7 +89,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::LeaseMismatch(_) => (StatusCode::FORBIDDEN, "lease_mismatch"),
-            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code.as_str()),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -74,7 +104,7 @@ impl ApiError {
             Self::NotFound(m) => Self::NotFound(m.clone()),
             Self::StorageUnavailable(m) => Self::StorageUnavailable(m.clone()),
             Self::Conflict { code, message } => Self::Conflict {
-                code,
+                code: *code,
                 message: message.clone(),
             },
             other => Self::Internal(other.to_string()),
@@ -128,24 +158,24 @@ impl From<StoreError> for ApiError {
             }
             StoreError::LeaseMismatch(_) => Self::LeaseMismatch(e.to_string()),
             StoreError::LeaseExpired(_) => Self::Conflict {
-                code: "lease_expired",
+                code: ConflictCode::LeaseExpired,
                 message: e.to_string(),
             },
             // Another replica suggested the same configuration at the same moment.
             StoreError::DuplicateConfig(_) => Self::Conflict {
-                code: "duplicate_config",
+                code: ConflictCode::DuplicateConfig,
                 message: e.to_string(),
             },
             StoreError::NotRunning { .. } => Self::Conflict {
-                code: "trial_not_running",
+                code: ConflictCode::TrialNotRunning,
                 message: e.to_string(),
             },
             StoreError::AlreadyFinished { .. } => Self::Conflict {
-                code: "trial_already_finished",
+                code: ConflictCode::TrialAlreadyFinished,
                 message: e.to_string(),
             },
             StoreError::EpochConflict { .. } => Self::Conflict {
-                code: "epoch_already_reported",
+                code: ConflictCode::EpochAlreadyReported,
                 message: e.to_string(),
             },
             StoreError::Unavailable(_) | StoreError::Batch(_) => {

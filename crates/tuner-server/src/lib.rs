@@ -36,7 +36,7 @@ mod shared_ask;
 mod views;
 mod watch;
 
-pub use error::ApiError;
+pub use error::{ApiError, ConflictCode};
 pub use routes::{openapi, studies::check_supported};
 pub use server::{Server, StartError};
 pub use settle::reap_once;

@@ -10,6 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
 use tuner_core::Problem;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -166,24 +167,16 @@ async fn require_token(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         // An empty secret never matches, even an empty one: a server configured with a
-        // blank token fails closed instead of open.
-        if given.trim().is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        // blank token fails closed instead of open. Compared in constant time (subtle),
+        // so timing reveals nothing about how much of a guess was right.
+        let matches: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
+        if given.trim().is_empty() || !matches {
             return Err(ApiError::Unauthorized(
                 "this server needs a token: send `Authorization: Bearer <token>` (tuner-cli: --token or TUNER_TOKEN)".into(),
             ));
         }
     }
     Ok(next.run(req).await)
-}
-
-/// Compares without stopping at the first difference, so timing reveals nothing
-/// about how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in b.iter().enumerate() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ x);
-    }
-    diff == 0
 }
 
 #[utoipa::path(

@@ -12,7 +12,7 @@ use tuner_core::{
 use tuner_store::NewStudy;
 
 use super::{StudyRefusals, body_bytes, parse_id};
-use crate::{ApiError, AppState, read_models::study_view, settle::settle, views};
+use crate::{ApiError, AppState, ConflictCode, read_models::study_view, settle::settle, views};
 
 fn study_id(raw: &str) -> Result<StudyId, ApiError> {
     parse_id("study", raw).map(StudyId)
@@ -389,7 +389,7 @@ async fn change_state(
     let record = state.study(id).await?;
     if !from.contains(&record.state) {
         return Err(ApiError::Conflict {
-            code: "invalid_study_state",
+            code: ConflictCode::InvalidStudyState,
             message: format!("study {id} is {}; cannot make it {to}", record.state),
         });
     }
