@@ -90,25 +90,11 @@ fn type_of(v: &Value) -> &'static str {
     }
 }
 
-/// Levenshtein distance, for "did you mean" hints on misspelt fields.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 fn suggestion(word: &str, allowed: &[&str]) -> String {
     let best = allowed
         .iter()
-        .map(|a| (edit_distance(word, a), *a))
+        // Levenshtein distance: a misspelt field is a few edits from the right one.
+        .map(|a| (strsim::levenshtein(word, a), *a))
         .min()
         .filter(|(d, a)| *d <= 2.max(a.len() / 3));
     match best {
