@@ -12,7 +12,7 @@ pub use client::{ApiClient, AskAnswer, ClientError, DocFormat};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tuner_core::{Params, StudyId, StudyState, TrialId, TrialState};
+use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState};
 
 /// Header that may carry a lease token instead of the body's `lease_token`.
 pub const LEASE_TOKEN_HEADER: &str = "x-lease-token";
@@ -79,8 +79,7 @@ pub struct Study {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Objective {
     pub metric: String,
-    /// `maximize` or `minimize`.
-    pub direction: String,
+    pub direction: Direction,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -57,7 +57,7 @@ pub async fn fetch(
     top: usize,
 ) -> Result<PlotData> {
     let study = client.get_study(id).await?;
-    let maximize = study.objective.direction == "maximize";
+    let maximize = study.objective.direction == tuner_core::Direction::Maximize;
     let (trials, best) = match kind {
         PlotKind::History => {
             let all = TrialQuery {
@@ -188,7 +188,7 @@ where
     DB::ErrorType: 'static,
 {
     let study = &data.study;
-    let maximize = study.objective.direction == "maximize";
+    let maximize = study.objective.direction == tuner_core::Direction::Maximize;
     let (completed, pruned) = history_points(data)?;
     // Best so far: a step line over completed trials in number order.
     let mut best: Vec<(f64, f64)> = Vec::new();

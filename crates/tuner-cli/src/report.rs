@@ -23,7 +23,7 @@ pub async fn fetch(client: &ApiClient, id: StudyId, top: usize) -> Result<Summar
     let query = TrialQuery {
         state: Some(TrialState::Completed),
         sort: Some("value".into()),
-        descending: study.objective.direction == "maximize",
+        descending: study.objective.direction == tuner_core::Direction::Maximize,
         limit: Some(top),
         ..TrialQuery::default()
     };

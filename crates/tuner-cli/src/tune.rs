@@ -222,7 +222,7 @@ impl Progress {
 
     fn update(&mut self, study: &Study, trials: &[Trial]) {
         self.clear();
-        let maximize = study.objective.direction == "maximize";
+        let maximize = study.objective.direction == tuner_core::Direction::Maximize;
         for t in trials {
             if !t.state.is_finished() || !self.printed.insert(t.id.0) {
                 continue;

@@ -105,7 +105,7 @@ pub async fn watch(client: &ApiClient, id: StudyId) -> Result<()> {
     let mut view = View {
         name: format!("study {} \"{}\"", study.id, study.name),
         metric: study.objective.metric.clone(),
-        maximize: study.objective.direction == "maximize",
+        maximize: study.objective.direction == tuner_core::Direction::Maximize,
         epochs,
         rows: BTreeMap::new(),
     };

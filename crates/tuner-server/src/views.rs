@@ -30,7 +30,7 @@ pub fn counts(c: tuner_store::TrialCounts) -> TrialCounts {
 pub fn objective(spec: &StudySpec) -> Objective {
     Objective {
         metric: spec.objective.metric.clone(),
-        direction: spec.objective.direction.as_str().to_owned(),
+        direction: spec.objective.direction,
     }
 }
 
