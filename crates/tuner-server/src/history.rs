@@ -18,7 +18,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use tuner_core::{StudyId, TrialId, TrialState, config_key};
+use tuner_core::{Params, StudyId, TrialId, TrialState, config_key};
 use tuner_optim::{Observation, Outcome};
 use tuner_store::{ReapedTrial, Store, StoreError, TrialCounts, TrialRecord};
 
@@ -79,6 +79,14 @@ impl StudyHistory {
         }
     }
 
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            observations: self.observations.clone(),
+            keys: self.keys.clone(),
+            counts: self.counts,
+        }
+    }
+
     fn set_state(&mut self, i: usize, state: TrialState) {
         *count_of(&mut self.counts, self.states[i]) -= 1;
         *count_of(&mut self.counts, state) += 1;
@@ -104,6 +112,25 @@ pub struct Snapshot {
     pub counts: TrialCounts,
 }
 
+impl Snapshot {
+    /// A re-queued trial was leased again (a batch of asks going on from here).
+    pub fn leased_pending(&mut self) {
+        self.counts.pending -= 1;
+        self.counts.running += 1;
+    }
+
+    /// A new trial with these params was handed out: the next suggestion sees it as
+    /// pending. Copies the shared lists once, on the first change.
+    pub fn inserted(&mut self, params: &Params) {
+        Arc::make_mut(&mut self.keys).insert(config_key(params));
+        Arc::make_mut(&mut self.observations).push(Observation {
+            params: params.clone(),
+            outcome: Outcome::Pending,
+        });
+        self.counts.running += 1;
+    }
+}
+
 /// What a trial means to a sampler.
 pub fn observation(t: &TrialRecord) -> Observation {
     Observation {
@@ -127,22 +154,24 @@ impl Histories {
         studies.entry(id).or_default().clone()
     }
 
-    /// Every trial of the study, in number order.
-    pub async fn snapshot(&self, store: &dyn Store, id: StudyId) -> Result<Snapshot, StoreError> {
-        let entry = self.entry(id);
-        let mut guard = entry.lock().await;
+    /// The study's history, loaded from the store the first time.
+    async fn loaded<'g>(
+        guard: &'g mut Option<StudyHistory>,
+        store: &dyn Store,
+        id: StudyId,
+    ) -> Result<&'g mut StudyHistory, StoreError> {
         if guard.is_none() {
             let trials = store.trial_summaries(id).await?;
             *guard = Some(StudyHistory::load(&trials));
         }
-        Ok(guard
-            .as_ref()
-            .map(|h| Snapshot {
-                observations: h.observations.clone(),
-                keys: h.keys.clone(),
-                counts: h.counts,
-            })
-            .unwrap_or_default())
+        Ok(guard.as_mut().expect("loaded above"))
+    }
+
+    /// Every trial of the study, in number order.
+    pub async fn snapshot(&self, store: &dyn Store, id: StudyId) -> Result<Snapshot, StoreError> {
+        let entry = self.entry(id);
+        let mut guard = entry.lock().await;
+        Ok(Self::loaded(&mut guard, store, id).await?.snapshot())
     }
 
     /// The study a trial belongs to, if this server has seen the trial.
@@ -167,8 +196,10 @@ impl Histories {
     /// Brings the study's history up to date with the database, for servers that share
     /// it: `fetch(next_number, unfinished)` must return every trial numbered
     /// `next_number` or more, by number, and the current state of each `unfinished` one
-    /// (finished trials never change, so the rest is known). Called under the study's
-    /// ask lock in the database, so no trial is inserted meanwhile.
+    /// (finished trials never change, so the rest is known). The committed trial numbers
+    /// are always a prefix 0..n (a number is taken under the study's lock and released
+    /// at commit), so one read never sees a gap; under the ask's lock in the database,
+    /// nothing is inserted until the ask itself commits.
     pub async fn catch_up<F, Fut>(
         &self,
         store: &dyn Store,
@@ -181,11 +212,7 @@ impl Histories {
     {
         let entry = self.entry(id);
         let mut guard = entry.lock().await;
-        if guard.is_none() {
-            let trials = store.trial_summaries(id).await?;
-            *guard = Some(StudyHistory::load(&trials));
-        }
-        let h = guard.as_mut().expect("loaded above");
+        let h = Self::loaded(&mut guard, store, id).await?;
         let unfinished: Vec<TrialId> = h
             .index
             .iter()
@@ -202,11 +229,7 @@ impl Histories {
         for t in &fresh {
             h.apply(t, || observation(t));
         }
-        Ok(Snapshot {
-            observations: h.observations.clone(),
-            keys: h.keys.clone(),
-            counts: h.counts,
-        })
+        Ok(h.snapshot())
     }
 
     /// Applies the outcome of leases the reaper took back.

@@ -11,15 +11,21 @@ use crate::{ApiError, AppState, views};
 /// nothing is in flight.
 /// `after_failure`: a trial just failed, so the failure streak may have grown.
 pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Result<(), ApiError> {
-    // With a shared database every look is a query: while trials are in flight and none
-    // just failed, nothing can end the study, so look no further.
-    if state.is_shared() && !after_failure {
+    // With a shared database the counts are a query (the others' changes are not in
+    // this server's memory), read once: while trials are in flight and none just
+    // failed, nothing can end the study, so look no further. Counts read here stay
+    // good for the budget check below: once nothing is in flight with the budget
+    // spent, nothing more can be handed out.
+    let shared_counts = if state.is_shared() {
         match state.store().trial_counts(id).await {
-            Ok(counts) if counts.in_flight() > 0 => return Ok(()),
+            Ok(counts) if counts.in_flight() > 0 && !after_failure => return Ok(()),
+            Ok(counts) => Some(counts),
             Err(tuner_store::StoreError::StudyNotFound(_)) => return Ok(()),
-            _ => {}
+            Err(e) => return Err(e.into()),
         }
-    }
+    } else {
+        None
+    };
     let record = match state.study(id).await {
         Ok(r) => r,
         // Deleted meanwhile: nothing to settle.
@@ -48,13 +54,11 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
             .await?;
         return Ok(());
     }
-    // Counted from the in-memory history (kept current by every change, and already
-    // updated by the caller), not by a query on every completion; servers that share
-    // the database count in it (the others' changes are not in this one's memory).
-    let counts = if state.is_shared() {
-        state.store().trial_counts(id).await?
-    } else {
-        state.histories().snapshot(state.store(), id).await?.counts
+    // Alone on its database, counted from the in-memory history (kept current by every
+    // change, and already updated by the caller), not by a query on every completion.
+    let counts = match shared_counts {
+        Some(counts) => counts,
+        None => state.histories().snapshot(state.store(), id).await?.counts,
     };
     if counts.spent() >= u64::from(spec.budget.max_trials) && counts.in_flight() == 0 {
         let reason = format!("budget of {} trials spent", spec.budget.max_trials);

@@ -11,16 +11,15 @@
 //! transaction, so a burst of asks costs one lock and one commit, not one each. Each
 //! answer is sent only after that commit.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 use tuner_core::{StudyId, StudyState};
-use tuner_optim::{Observation, OptimError, Outcome};
+use tuner_optim::OptimError;
 use tuner_store::{AskTxn, TrialCounts};
 
 use crate::{
     ApiError, AppState,
-    history::Snapshot,
     lease::{AskOutcome, leased, new_grant, suggest},
     views,
 };
@@ -109,38 +108,6 @@ async fn serve(state: &AppState, id: StudyId, queue: &AskQueue) {
     }
 }
 
-/// The study's history as this batch changes it: what the sampler sees for the next
-/// ask includes the trials handed out to the asks before it.
-struct Working {
-    observations: Arc<Vec<Observation>>,
-    keys: Arc<std::collections::HashSet<String>>,
-    counts: TrialCounts,
-}
-
-impl Working {
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            observations: self.observations.clone(),
-            keys: self.keys.clone(),
-            counts: self.counts,
-        }
-    }
-
-    fn leased_pending(&mut self) {
-        self.counts.pending -= 1;
-        self.counts.running += 1;
-    }
-
-    fn inserted(&mut self, params: &tuner_core::Params) {
-        Arc::make_mut(&mut self.keys).insert(tuner_core::config_key(params));
-        Arc::make_mut(&mut self.observations).push(Observation {
-            params: params.clone(),
-            outcome: Outcome::Pending,
-        });
-        self.counts.running += 1;
-    }
-}
-
 /// One outcome per worker, in order, all committed together.
 async fn decide(
     state: &AppState,
@@ -156,17 +123,14 @@ async fn decide(
     }
     let spec = state.spec_of(&record)?;
     let held = &mut txn;
-    let history = state
+    // The study's history as this batch changes it: what the sampler sees for the next
+    // ask includes the trials handed out to the asks before it.
+    let mut working = state
         .histories()
         .catch_up(state.store(), id, move |next, unfinished| async move {
             held.trials_from(next, &unfinished).await
         })
         .await?;
-    let mut working = Working {
-        observations: history.observations,
-        keys: history.keys,
-        counts: history.counts,
-    };
     // Filled in order; new trials are inserted together at the end of the batch, their
     // places held meanwhile.
     let mut outcomes: Vec<Option<AskOutcome>> = Vec::with_capacity(workers.len());
@@ -204,7 +168,7 @@ async fn decide(
             over = true;
             continue;
         }
-        match suggest(&spec, working.snapshot()).await? {
+        match suggest(&spec, working.clone()).await? {
             Ok(params) => {
                 working.inserted(&params);
                 to_insert.push((outcomes.len(), params, grant));

@@ -291,6 +291,18 @@ where
     Ok(())
 }
 
+async fn study_by_id<'e, E>(executor: E, id: StudyId) -> Result<StudyRecord>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let row = sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE id = ?"))
+        .bind(id.0)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(StoreError::StudyNotFound(id))?;
+    study_from_row(&row)
+}
+
 /// Trials numbered `next_number` or more, and the `unfinished` ones, by number.
 async fn trials_from<'e, E>(
     executor: E,
@@ -370,12 +382,7 @@ impl AskTxn for SqliteAskTxn {
 impl Store for SqliteStore {
     async fn begin_ask(&self, study: StudyId) -> Result<Box<dyn AskTxn>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE id = ?"))
-            .bind(study.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::StudyNotFound(study))?;
-        let study = study_from_row(&row)?;
+        let study = study_by_id(&mut *tx, study).await?;
         Ok(Box::new(SqliteAskTxn { tx, study }))
     }
 
@@ -407,12 +414,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_study(&self, id: StudyId) -> Result<StudyRecord> {
-        let row = sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE id = ?"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::StudyNotFound(id))?;
-        study_from_row(&row)
+        study_by_id(&self.pool, id).await
     }
 
     async fn list_studies(&self) -> Result<Vec<StudyRecord>> {
