@@ -169,8 +169,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
         "best: trial #{} with {} = {:.4}",
         best.number, study.objective.metric, best.value
     );
-    let mut config = spec.fixed.clone();
-    config.extend(best.params);
+    let config = spec.config(&best.params);
     let yaml = serde_yaml_ng::to_string(&config)?;
     print!("{yaml}");
     let out = args
