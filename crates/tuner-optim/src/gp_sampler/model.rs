@@ -2,7 +2,7 @@
 //! at the median; failed ones never), the targets' orientation, warping and
 //! standardization, and the GP fitted to them.
 
-use tuner_core::Direction;
+use tuner_core::{Direction, stats::median};
 
 use super::{FIT_STREAM, GpConfig, PendingStrategy};
 use crate::{
@@ -147,17 +147,6 @@ impl<'a> Model<'a> {
             top,
             n_train: y.len(),
         })
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        0.5 * (v[m - 1] + v[m])
     }
 }
 
