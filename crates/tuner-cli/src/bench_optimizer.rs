@@ -56,7 +56,6 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
         "median simple regret [IQR] over {} seeds, through HTTP ask/complete",
         args.seeds
     );
-    let mut progress = crate::output::Progress::new("", u64::from(args.seeds * args.budget));
     for problem in all
         .iter()
         .filter(|p| args.problems.iter().any(|n| n == p.name))
@@ -66,7 +65,10 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
             let mut regrets: Vec<Vec<f64>> = vec![Vec::new(); checkpoints.len()];
             let mut ask_seconds = 0.0;
             let mut asks = 0u32;
-            progress.set_label(format!("{} {optimizer}", problem.name));
+            let progress = crate::progress::bar(
+                format!("{} {optimizer}", problem.name),
+                u64::from(args.seeds * args.budget),
+            );
             for seed in 0..args.seeds {
                 let doc = problems::document(
                     &format!("bbo-{}-{optimizer}-{seed}", problem.name),
@@ -86,7 +88,7 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
                         AskAnswer::Leased(a) => {
                             ask_seconds += started.elapsed().as_secs_f64();
                             asks += 1;
-                            progress.set(u64::from(asks));
+                            progress.set_position(u64::from(asks));
                             let y = (problem.f)(&a.trial.params);
                             best = best.min(y);
                             trace.push(best - problem.optimum);
@@ -120,7 +122,7 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
                     )
                 })
                 .collect();
-            progress.finish();
+            progress.finish_and_clear();
             println!(
                 "{:<12} {:<7} {}  (ask {:.1} ms on average)",
                 problem.name,

@@ -3,7 +3,7 @@
 //! handed out twice. On PostgreSQL, `--replicas N` runs N servers on the database (in
 //! this process, each with its own connection pool) and spreads the workers over them.
 
-use std::{collections::HashSet, sync::Arc, time::Instant};
+use std::{collections::HashSet, time::Instant};
 
 use anyhow::{Context, Result, bail};
 use tuner_api::{ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat};
@@ -101,22 +101,12 @@ pub async fn bench_service(
          k: {{type: categorical, values: [a, b, c]}}\n  n: {{type: int, min: 1, max: 100}}\n"
     );
     let study = client.create_study(&space, DocFormat::Yaml).await?;
-    let completed_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let progress = {
-        let done = completed_so_far.clone();
-        tokio::spawn(async move {
-            let mut bar = crate::output::Progress::new("ask + complete", u64::from(trials));
-            loop {
-                bar.set(done.load(std::sync::atomic::Ordering::Relaxed));
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let progress = crate::progress::bar("ask + complete", u64::from(trials));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(workers);
     for i in 0..workers {
         let client = clients[i % clients.len()].clone();
-        let completed_so_far = completed_so_far.clone();
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let req = AskRequest {
                 worker: Some(format!("bench-{i}")),
@@ -139,7 +129,7 @@ pub async fn bench_service(
                             )
                             .await?;
                         done += 1;
-                        completed_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        progress.inc(1);
                     }
                 }
             }
@@ -150,9 +140,7 @@ pub async fn bench_service(
         completed += t.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
-    // Dropping the bar's task clears its line.
-    progress.abort();
-    let _ = progress.await;
+    progress.finish_and_clear();
 
     let list = client.list_trials(study.id).await?.trials;
     let numbers_dense = list.iter().enumerate().all(|(i, t)| t.number == i as u64);

@@ -12,6 +12,7 @@ mod db;
 mod local;
 mod output;
 mod plot;
+mod progress;
 mod report;
 mod stop;
 mod training;

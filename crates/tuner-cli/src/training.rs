@@ -1,11 +1,9 @@
 //! `tuner-cli data`, `train` and `bench train`: the built-in trainer without a server.
 
-use std::{
-    io::{IsTerminal, Write},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
 use serde_json::json;
 use tuner_core::{Params, cnn::CnnConfig};
 use tuner_train::{
@@ -88,34 +86,27 @@ pub struct TrainArgs {
 }
 
 /// A Keras-style log: a progress bar per epoch on a terminal, one line per epoch.
+#[derive(Default)]
 struct KerasLog {
-    tty: bool,
+    /// The running epoch's bar, made at its first batch.
+    bar: Option<ProgressBar>,
 }
 
 impl TrainObserver for KerasLog {
     fn on_batch(&mut self, p: &BatchProgress) -> EpochControl {
-        if self.tty && (p.batch.is_multiple_of(10) || p.batch == p.batches) {
-            let width = 30;
-            let filled = width * p.batch / p.batches.max(1);
-            eprint!(
-                "\rEpoch {}/{} [{}{}] {}/{} - loss: {:.4} - accuracy: {:.4}",
-                p.epoch,
-                p.epochs,
-                "=".repeat(filled),
-                ".".repeat(width - filled),
-                p.batch,
-                p.batches,
-                p.loss,
-                p.accuracy
-            );
-            let _ = std::io::stderr().flush();
-        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = crate::progress::bar_with_status(p.batches as u64);
+            bar.set_prefix(format!("Epoch {}/{}", p.epoch, p.epochs));
+            bar
+        });
+        bar.set_position(p.batch as u64);
+        bar.set_message(format!("loss: {:.4} - accuracy: {:.4}", p.loss, p.accuracy));
         EpochControl::Continue
     }
 
     fn on_epoch(&mut self, m: &EpochMetrics) -> EpochControl {
-        if self.tty {
-            eprint!("\r\x1b[2K");
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
         let mut line = format!(
             "Epoch {} - {:.1}s ({:.0} img/s) - loss: {:.4} - accuracy: {:.4} - precision: {:.4} - recall: {:.4} - auc: {:.4}",
@@ -212,9 +203,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         options.seed,
         data.dir.display()
     );
-    let mut log = KerasLog {
-        tty: std::io::stderr().is_terminal(),
-    };
+    let mut log = KerasLog::default();
     let outcome = tuner_train::train(&config, &data, &options, &mut log)?;
     let test = tuner_train::evaluate(&outcome.model, &data.test, 1000)?;
     let last = outcome.history.last().context("no epoch finished")?;

@@ -4,13 +4,13 @@
 
 use std::{
     collections::HashSet,
-    io::{IsTerminal, Write},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
 use tuner_api::{ApiClient, Study, Trial};
 use tuner_core::{StudyState, TrainerKind, TrialState, parse_spec};
 use tuner_server::ServerConfig;
@@ -100,12 +100,12 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     };
 
     let epochs = spec.trainer.epochs.unwrap_or(tuner_worker::DEFAULT_EPOCHS);
-    let mut progress = Progress::new(epochs);
+    let mut trial_log = TrialLog::new(epochs);
     let started = Instant::now();
     let result: Result<Study> = loop {
         tokio::select! {
             signal = signals.next() => {
-                progress.clear();
+                trial_log.finish();
                 let what = match signal {
                     StopSignal::Interrupt => "interrupted",
                     StopSignal::Terminate => "terminated (SIGTERM)",
@@ -117,7 +117,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
         }
         let current = client.get_study(study.id).await?;
         let trials = client.list_trials(study.id).await?.trials;
-        progress.update(&current, &trials);
+        trial_log.update(&current, &trials);
         let finished = !current.state.is_active() && current.counts.running == 0;
         if finished {
             break Ok(current);
@@ -130,7 +130,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
             ));
         }
     };
-    progress.clear();
+    trial_log.finish();
     if let Some(w) = workers.take() {
         if result.is_ok() {
             w.wait();
@@ -169,8 +169,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
         "best: trial #{} with {} = {:.4}",
         best.number, study.objective.metric, best.value
     );
-    let mut config = spec.fixed.clone();
-    config.extend(best.params);
+    let config = spec.config(&best.params);
     let yaml = serde_yaml_ng::to_string(&config)?;
     print!("{yaml}");
     let out = args
@@ -193,35 +192,31 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints each trial as it finishes and a status line of the running ones.
-struct Progress {
+/// Prints each trial as it finishes, under a status line of the running ones (the
+/// line only on a terminal).
+struct TrialLog {
     epochs: u32,
     printed: HashSet<i64>,
     best: Option<f64>,
-    tty: bool,
-    status_shown: bool,
+    status: ProgressBar,
 }
 
-impl Progress {
+impl TrialLog {
     fn new(epochs: u32) -> Self {
         Self {
             epochs,
             printed: HashSet::new(),
             best: None,
-            tty: std::io::stderr().is_terminal(),
-            status_shown: false,
+            status: crate::progress::status_line(0),
         }
     }
 
-    fn clear(&mut self) {
-        if self.status_shown {
-            eprint!("\r\x1b[2K");
-            self.status_shown = false;
-        }
+    /// Clears the status line for good, so what is printed next starts clean.
+    fn finish(&mut self) {
+        self.status.finish_and_clear();
     }
 
     fn update(&mut self, study: &Study, trials: &[Trial]) {
-        self.clear();
         let maximize = study.objective.direction == tuner_core::Direction::Maximize;
         for t in trials {
             if !t.state.is_finished() || !self.printed.insert(t.id.0) {
@@ -243,7 +238,7 @@ impl Progress {
             let time = t
                 .duration_seconds
                 .map_or_else(String::new, |d| format!("{d:.0}s"));
-            eprintln!(
+            let line = format!(
                 "trial #{:<3} {:<9} {} = {:<7} {:>5}  {}{}{}",
                 t.number,
                 t.state.to_string(),
@@ -257,6 +252,7 @@ impl Progress {
                     .unwrap_or_default(),
                 note
             );
+            crate::progress::log_line(&self.status, &line);
         }
         let running: Vec<String> = trials
             .iter()
@@ -272,8 +268,7 @@ impl Progress {
             .collect();
         let done = study.counts.completed + study.counts.pruned;
         let line = format!(
-            "[{done}/{}] running: {} | best {}",
-            study.max_trials,
+            "running: {} | best {}",
             if running.is_empty() {
                 "-".to_owned()
             } else {
@@ -284,10 +279,8 @@ impl Progress {
                 |b| format!("{:.4} (#{})", b.value, b.number)
             )
         );
-        if self.tty {
-            eprint!("{line}");
-            let _ = std::io::stderr().flush();
-            self.status_shown = true;
-        }
+        self.status.set_length(u64::from(study.max_trials));
+        self.status.set_position(done);
+        self.status.set_message(line);
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Owns typed ids, trial states, parameter values, and the versioned search-space
 //! document (parsing, validation with a path for every problem, condition logic and
-//! encoding to and from the unit cube).
+//! encoding to and from the unit cube), the config a trial trains ([`StudySpec::config`]:
+//! its params over the study's `fixed` values) and the little statistics several crates
+//! share ([`stats`]).
 //!
 //! Must not depend on any other tuner crate, on async runtimes, on I/O beyond
 //! parsing strings, or on HTTP/SQL libraries: everything points toward this crate.
@@ -14,6 +16,7 @@ mod params;
 mod read;
 pub mod space;
 mod state;
+pub mod stats;
 mod validate;
 
 pub use error::{CoreError, Problem};

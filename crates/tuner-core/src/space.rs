@@ -24,6 +24,17 @@ pub struct StudySpec {
     pub fixed: Params,
 }
 
+impl StudySpec {
+    /// A trial's full config: its tuned `params` over the study's `fixed` values (a
+    /// tuned value wins where both name a parameter). What a worker trains, and what
+    /// `best` exports.
+    pub fn config(&self, params: &Params) -> Params {
+        let mut config = self.fixed.clone();
+        config.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        config
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Objective {
     pub metric: String,

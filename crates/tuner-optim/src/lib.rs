@@ -1,17 +1,20 @@
 //! tuner-optim: samplers that propose the next configuration of a study.
 //!
 //! Owns the [`Sampler`] trait, [`RandomSampler`], [`GpSampler`] (Gaussian-process
-//! Bayesian optimization, with [`parameter_importance`]) and the [`conformance`] suite
-//! every sampler must pass. A sampler is stateless: it is rebuilt from the study's trials
-//! on every request (completed, pruned, failed and in-flight), so it never sees the
-//! store, the HTTP layer, or a clock.
+//! Bayesian optimization, with [`parameter_importance`]); with the `bench` feature,
+//! the `conformance` suite every sampler must pass and the standard test `problems`.
+//! A sampler is stateless: it is rebuilt from the study's trials on every request
+//! (completed, pruned, failed and in-flight), so it never sees the store, the HTTP
+//! layer, or a clock.
 //!
 //! Must not depend on other tuner crates than `tuner-core`, nor on async or I/O.
 
 mod coder;
+#[cfg(feature = "bench")]
 pub mod conformance;
 mod gp;
 mod gp_sampler;
+#[cfg(feature = "bench")]
 pub mod problems;
 mod random;
 mod sobol;

@@ -1,4 +1,4 @@
-//! The web dashboard: one HTML page, a script and a stylesheet, compiled into the
+//! The web dashboard: one HTML page, its ES modules and a stylesheet, compiled into the
 //! binary so the server needs no build step, no files beside it and no CDN.
 //!
 //! The page holds no data: it reads the same JSON API as every other client (with
@@ -20,6 +20,7 @@ struct Asset {
     body: &'static str,
 }
 
+/// The page, its stylesheet and its script: ES modules, `app.js` the entry point.
 const ASSETS: &[Asset] = &[
     Asset {
         name: "index.html",
@@ -27,16 +28,36 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../assets/index.html"),
     },
     Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/app.js"),
-    },
-    Asset {
         name: "app.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("../assets/app.css"),
     },
+    script("api.js", include_str!("../assets/api.js")),
+    script("app.js", include_str!("../assets/app.js")),
+    script("chart.js", include_str!("../assets/chart.js")),
+    script("confusion.js", include_str!("../assets/confusion.js")),
+    script("constants.js", include_str!("../assets/constants.js")),
+    script("curves.js", include_str!("../assets/curves.js")),
+    script("dom.js", include_str!("../assets/dom.js")),
+    script("format.js", include_str!("../assets/format.js")),
+    script("history.js", include_str!("../assets/history.js")),
+    script("importance.js", include_str!("../assets/importance.js")),
+    script("list.js", include_str!("../assets/list.js")),
+    script("pages.js", include_str!("../assets/pages.js")),
+    script("parallel.js", include_str!("../assets/parallel.js")),
+    script("sse.js", include_str!("../assets/sse.js")),
+    script("stats.js", include_str!("../assets/stats.js")),
+    script("study.js", include_str!("../assets/study.js")),
+    script("table.js", include_str!("../assets/table.js")),
 ];
+
+const fn script(name: &'static str, body: &'static str) -> Asset {
+    Asset {
+        name,
+        content_type: "text/javascript; charset=utf-8",
+        body,
+    }
+}
 
 /// Scripts and styles only from this server; no inline script, no third parties.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
@@ -82,14 +103,14 @@ pub async fn index() -> Result<Response, ApiError> {
     serve("index.html")
 }
 
-/// `GET /assets/{name}`: its script and stylesheet.
+/// `GET /assets/{name}`: its scripts and stylesheet.
 #[utoipa::path(
     get,
     path = "/assets/{name}",
     tag = "service",
-    summary = "The dashboard's script and stylesheet",
+    summary = "The dashboard's scripts and stylesheet",
     security(()),
-    params(("name" = String, Path, description = "app.js or app.css")),
+    params(("name" = String, Path, description = "app.css, app.js or another of its modules")),
     responses(
         (status = 200, description = "The file", content_type = "text/plain", body = String),
         (status = 404, description = "No such file", body = tuner_api::ErrorBody)

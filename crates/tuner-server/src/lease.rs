@@ -39,12 +39,6 @@ fn new_token() -> String {
     format!("{bits:032x}")
 }
 
-fn merged_config(params: &Params, spec: &StudySpec) -> Params {
-    let mut config = spec.fixed.clone();
-    config.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
-    config
-}
-
 pub(crate) fn leased(
     state: &AppState,
     record: &StudyRecord,
@@ -61,7 +55,7 @@ pub(crate) fn leased(
             id: trial.id,
             study_id: trial.study_id,
             number: trial.number,
-            config: merged_config(&trial.params, spec),
+            config: spec.config(&trial.params),
             params: trial.params,
             attempt: trial.attempts,
             objective: views::objective(spec),

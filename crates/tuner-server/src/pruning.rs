@@ -1,7 +1,7 @@
 //! Epoch reports: whether a study still runs and whether its pruner stops the trial.
 
 use tuner_api::ReportAction;
-use tuner_core::{PrunerSpec, StudySpec, StudyState, TrialState};
+use tuner_core::{PrunerSpec, StudySpec, StudyState, TrialState, stats::median};
 use tuner_store::{Finish, TrialRecord};
 
 use crate::{ApiError, AppState, settle::after_finish, views};
@@ -36,7 +36,7 @@ pub async fn should_prune(
             if peers.len() < min_trials as usize {
                 return Ok(false);
             }
-            Ok(better(median(peers), value))
+            Ok(better(median(&peers), value))
         }
         Some(PrunerSpec::Asha {
             min_resource,
@@ -77,16 +77,6 @@ fn is_rung(epoch: u32, min_resource: u32, factor: u32) -> bool {
         rung *= u64::from(factor);
     }
     rung == u64::from(epoch)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
 }
 
 /// The answer to an epoch report: stop if the study no longer runs or the pruner

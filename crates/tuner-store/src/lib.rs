@@ -9,7 +9,9 @@
 //! the same configuration, only the current lease holder may change a running trial,
 //! finished trials are immutable (also enforced by triggers in the schema), and event
 //! ids are a cursor that never skips an event. One conformance suite
-//! (`tests/conformance.rs`) runs against both backends.
+//! (`tests/conformance.rs`) runs against both backends. Each backend is a folder
+//! (`sqlite/`, `pg/`) whose `Store` impl forwards each operation to the module of its
+//! concern: `ask`, `studies`, `trials`, `events`, `export`.
 //!
 //! Must not depend on the optimizer, the trainer, HTTP or wire types.
 

@@ -5,7 +5,9 @@
 //! optimizers (SGD with momentum, Adam and RMSprop with Keras' epsilon), the training
 //! loop with Keras' validation split, Keras-semantics metrics (loss, accuracy, precision,
 //! recall, ROC AUC) and the confusion matrix, test-set evaluation, safetensors saving and
-//! a throughput benchmark.
+//! a throughput benchmark. Training steps of the configs it covers run the
+//! hand-written forward, backward and update of the private `fast` module (Candle's
+//! autograd stays the reference and the path of the others).
 //!
 //! Must not depend on async runtimes, HTTP or SQL libraries, or any tuner crate other
 //! than `tuner-core`: the worker and the CLI drive it through plain blocking calls

@@ -97,19 +97,16 @@ struct Observer<'a> {
 }
 
 impl TrainObserver for Observer<'_> {
-    fn on_batch(&mut self, _: &BatchProgress) -> tuner_train::EpochControl {
+    fn on_batch(&mut self, _: &BatchProgress) -> EpochControl {
         if self.cancel.load(Ordering::SeqCst) {
-            tuner_train::EpochControl::Stop
+            EpochControl::Stop
         } else {
-            tuner_train::EpochControl::Continue
+            EpochControl::Continue
         }
     }
 
-    fn on_epoch(&mut self, metrics: &EpochMetrics) -> tuner_train::EpochControl {
-        match (self.on_epoch)(metrics.epoch, &epoch_map(metrics)) {
-            EpochControl::Continue => tuner_train::EpochControl::Continue,
-            EpochControl::Stop => tuner_train::EpochControl::Stop,
-        }
+    fn on_epoch(&mut self, metrics: &EpochMetrics) -> EpochControl {
+        (self.on_epoch)(metrics.epoch, &epoch_map(metrics))
     }
 }
 

@@ -2,13 +2,9 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::{Map, Value};
 use tuner_api::LeasedTrial;
-
-/// What to do after an epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EpochControl {
-    Continue,
-    Stop,
-}
+/// What to do after an epoch: the trainer's own answer type, so the built-in runner
+/// passes it through.
+pub use tuner_train::EpochControl;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]

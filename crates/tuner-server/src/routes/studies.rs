@@ -366,12 +366,10 @@ pub async fn best_trial(
         .best_trial(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("study {id} has no completed trial yet")))?;
-    let mut config = spec.fixed.clone();
-    config.extend(best.params.clone());
     Ok(Json(Best {
         study_id: id,
         trial: views::trial(&best),
-        config,
+        config: spec.config(&best.params),
     }))
 }
 
