@@ -6,7 +6,15 @@
 //! writes, the reaper), `events` (the event log) and `export` (a study copied out and
 //! in).
 
-use std::{collections::HashMap, str::FromStr, time::Duration};
+use std::{
+    collections::HashMap,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -62,6 +70,9 @@ const COUNT_ROWS_BEFORE_FOLD: i64 = 32;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Set while this handle folds counts: its other readers skip folding meanwhile
+    /// (one fold takes every row there is; a second would find nothing to take).
+    folding: Arc<AtomicBool>,
 }
 
 const TRIAL_COLUMNS: &str = "id, study_id, number, state, params, value, metrics, worker, \
@@ -91,7 +102,10 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            folding: Arc::default(),
+        })
     }
 
     pub async fn close(&self) {
@@ -173,9 +187,22 @@ impl PgStore {
     }
 
     /// Folds a study's count deltas into one row per state (see `trial_counts` in the
-    /// migration). Concurrent folds are safe: each deletes only rows it saw and puts
-    /// back their sum; a row another fold deleted first is skipped.
+    /// migration), unless this handle is already folding. Concurrent folds (other
+    /// replicas) neither wait for nor double-count each other: each takes only the rows
+    /// no other fold has locked (`SKIP LOCKED`), deletes them and puts back their sum.
+    /// (A plain `DELETE` made every reader that saw too many rows queue behind the first
+    /// fold's row locks: 44 ms a fold, 3,500 folds for 5,000 completions, under 64
+    /// workers on 3 replicas.)
     async fn fold_counts(&self, study: StudyId) -> Result<()> {
+        if self.folding.swap(true, Ordering::Acquire) {
+            return Ok(());
+        }
+        let folded = self.fold_counts_now(study).await;
+        self.folding.store(false, Ordering::Release);
+        folded
+    }
+
+    async fn fold_counts_now(&self, study: StudyId) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // The study row before the count rows (the order a study's deletion takes them
         // in, through its cascade), so the two cannot deadlock.
@@ -187,7 +214,9 @@ impl PgStore {
             return Ok(());
         }
         sqlx::query(
-            "WITH gone AS (DELETE FROM trial_counts WHERE study_id = $1 RETURNING state, n) \
+            "WITH gone AS (DELETE FROM trial_counts WHERE ctid = ANY(ARRAY( \
+                 SELECT ctid FROM trial_counts WHERE study_id = $1 FOR UPDATE SKIP LOCKED)) \
+                 RETURNING state, n) \
              INSERT INTO trial_counts (study_id, state, n) \
              SELECT $1, state, SUM(n)::bigint FROM gone GROUP BY state HAVING SUM(n) <> 0",
         )
