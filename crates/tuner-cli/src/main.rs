@@ -444,6 +444,7 @@ async fn run(cli: Cli) -> Result<()> {
                     lease,
                     max_body_bytes,
                     token: cli.token.clone(),
+                    ..ServerConfig::default()
                 },
                 workers,
                 data_dir,

@@ -72,7 +72,7 @@ pub(crate) fn leased(
 }
 
 pub(crate) fn new_grant(state: &AppState, worker: Option<String>) -> LeaseGrant {
-    let now = views::now_ms();
+    let now = state.now_ms();
     LeaseGrant {
         token: new_token(),
         worker,

@@ -15,6 +15,7 @@
 //! - `history`: each study's trial outcomes in memory, for the sampler and the counts;
 //! - `read_models`: wire views read from the state (a study with its counts and best);
 //!   `views`: store records to wire types; `watch`: live events as Server-Sent Events;
+//! - `clock`: [`Clock`], where the server reads the time (a [`ManualClock`] in tests);
 //! - `error`: every error mapped to one JSON envelope.
 //!
 //! Only servers open the database. Depends on `tuner-core`, `tuner-api`,
@@ -22,6 +23,7 @@
 //! over HTTP like anyone else).
 
 mod ask;
+mod clock;
 mod dashboard;
 mod error;
 mod history;
@@ -36,6 +38,7 @@ mod shared_ask;
 mod views;
 mod watch;
 
+pub use clock::{Clock, ManualClock};
 pub use error::{ApiError, ConflictCode};
 pub use routes::{openapi, studies::check_supported};
 pub use server::{Server, StartError};
@@ -64,6 +67,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// When set, every route but `/health` needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Where the server reads the time (the system clock but in tests).
+    pub clock: Clock,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +77,7 @@ impl Default for ServerConfig {
             lease: Duration::from_secs(60),
             max_body_bytes: 1 << 20,
             token: None,
+            clock: Clock::System,
         }
     }
 }
@@ -147,6 +153,11 @@ impl AppState {
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// The time now (Unix ms) on this server's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.config.clock.now_ms()
     }
 
     /// Whether other servers share this one's database.

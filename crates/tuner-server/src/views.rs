@@ -5,10 +5,6 @@ use tuner_api::{BestSummary, EpochReport, Objective, Study, Trial, TrialCounts};
 use tuner_core::StudySpec;
 use tuner_store::{StudyRecord, TrialRecord};
 
-pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 pub fn time_text(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()

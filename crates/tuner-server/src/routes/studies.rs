@@ -93,7 +93,7 @@ pub async fn create_study(
                 direction: spec.objective.direction,
                 max_retries: spec.budget.max_retries,
             },
-            views::now_ms(),
+            state.now_ms(),
         )
         .await?;
     tracing::info!(study = %record.id, name = %record.name, "study created");
@@ -394,7 +394,7 @@ async fn change_state(
         });
     }
     state
-        .set_study_state(id, to, Some(reason), views::now_ms())
+        .set_study_state(id, to, Some(reason), state.now_ms())
         .await?;
     if to == StudyState::Running {
         // Resuming a study whose budget was already spent completes it at once.

@@ -223,7 +223,7 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     LeaseCall { id, token, .. }: LeaseCall<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let now = views::now_ms();
+    let now = state.now_ms();
     let expires_at = lease_expiry(&state, now);
     state.store().heartbeat(id, &token, now, expires_at).await?;
     Ok(Json(HeartbeatResponse {
@@ -303,7 +303,7 @@ pub async fn report(
     let spec = state.spec_of_trial(id).await?;
     check_epoch(req.epoch, spec.trainer.epochs)?;
     let value = objective_value(req.value, &req.metrics, &spec.objective.metric)?;
-    let now = views::now_ms();
+    let now = state.now_ms();
     let expires_at = lease_expiry(&state, now);
     let trial = state
         .store()
@@ -425,7 +425,7 @@ async fn finish(
 ) -> Result<Json<Trial>, ApiError> {
     let trial = state
         .store()
-        .finish_trial(id, token, views::now_ms(), how)
+        .finish_trial(id, token, state.now_ms(), how)
         .await?;
     tracing::info!(trial = %id, state = %trial.state, value = ?trial.value, reason = ?trial.failure_reason, "trial finished");
     settle::after_finish(state, &trial).await?;
@@ -450,7 +450,7 @@ pub async fn release_trial(
 ) -> Result<Json<Trial>, ApiError> {
     let trial = state
         .store()
-        .release_trial(id, &token, views::now_ms())
+        .release_trial(id, &token, state.now_ms())
         .await?;
     state.histories().record(&trial).await;
     tracing::info!(trial = %id, "trial released back to the queue");
