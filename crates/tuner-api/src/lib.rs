@@ -1,11 +1,13 @@
 //! tuner-api: the JSON shapes of the tuner HTTP API, shared by the server, the
-//! built-in workers and the CLI, plus (feature `client`) a small typed client.
+//! built-in workers and the CLI; `sse`, a parser of the live event streams
+//! (Server-Sent Events); and (feature `client`) a small typed client.
 //!
 //! Must not depend on the server, store, optimizer or trainer: any program that
 //! speaks the protocol can use these types.
 
 #[cfg(feature = "client")]
 mod client;
+pub mod sse;
 
 #[cfg(feature = "client")]
 pub use client::{ApiClient, AskAnswer, ClientError, DocFormat};
