@@ -208,11 +208,25 @@ impl ApiClient {
         path: &str,
         body: Option<(Vec<u8>, &'static str)>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        self.send_with_query(method, path, None, body).await
+    }
+
+    /// [`Self::send`] with a trial-list query string.
+    async fn send_with_query(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&TrialQuery>,
+        body: Option<(Vec<u8>, &'static str)>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         // The futures borrow these (not the closure), as `Send` futures must.
         let (method, body) = (&method, &body);
         self.on_any_server(|base| async move {
             let url = format!("{base}{path}");
             let mut req = self.authorized(self.http.request(method.clone(), &url));
+            if let Some(query) = query {
+                req = req.query(query);
+            }
             if let Some((bytes, content_type)) = body {
                 req = req
                     .header("content-type", *content_type)
@@ -286,8 +300,11 @@ impl ApiClient {
         id: StudyId,
         query: &TrialQuery,
     ) -> Result<TrialList, ClientError> {
-        let path = format!("/studies/{id}/trials{}", query.query_string());
-        self.json(Method::GET, &path, None::<&()>).await
+        let path = format!("/studies/{id}/trials");
+        let (status, bytes) = self
+            .send_with_query(Method::GET, &path, Some(query), None)
+            .await?;
+        decode(status, &bytes)
     }
 
     pub async fn best(&self, id: StudyId) -> Result<Best, ClientError> {

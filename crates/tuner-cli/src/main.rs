@@ -169,7 +169,7 @@ enum Command {
         state: Option<tuner_core::TrialState>,
         /// Order by number (default), value, duration, epoch or state.
         #[arg(long)]
-        sort: Option<String>,
+        sort: Option<tuner_api::SortKey>,
         /// Largest first.
         #[arg(long)]
         desc: bool,
@@ -592,7 +592,7 @@ async fn run(cli: Cli) -> Result<()> {
             let query = tuner_api::TrialQuery {
                 state,
                 sort,
-                descending: desc,
+                order: desc.then_some(tuner_api::SortOrder::Desc),
                 limit,
                 offset,
                 ..tuner_api::TrialQuery::default()

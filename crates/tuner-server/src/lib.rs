@@ -5,7 +5,8 @@
 //!   that touches their fields) and [`ServerConfig`];
 //! - `server`: [`Server`], a running server: reaps once at start, serves [`app`],
 //!   reaps every quarter lease;
-//! - `routes`: the axum routes and their OpenAPI document; `dashboard`: the web page;
+//! - `routes`: the axum routes, their extractors (path ids, JSON bodies, query strings)
+//!   and their OpenAPI document; `dashboard`: the web page;
 //! - `ask`: which trial a worker gets (a server alone on its database decides from
 //!   memory); `shared_ask`: the same for replicas, decided in the database; `lease`:
 //!   what both share (the lease granted, the answer, the sampler run);

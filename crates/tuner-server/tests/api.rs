@@ -1309,19 +1309,19 @@ async fn trial_lists_filter_sort_page_and_summarize() {
         "not_found",
     );
 
-    for bad in [
-        "sort=bogus",
-        "order=up",
-        "view=tiny",
-        "limit=-1",
-        "page=2",
-        "changed_after=x",
+    // Each refusal names the parameter at fault.
+    for (bad, name) in [
+        ("sort=bogus", "sort"),
+        ("order=up", "order"),
+        ("view=tiny", "view"),
+        ("limit=-1", "limit"),
+        ("state=done", "state"),
+        ("page=2", "page"),
+        ("changed_after=x", "changed_after"),
     ] {
-        assert_error(
-            &s.get(&format!("{path}?{bad}")).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        );
+        let a = s.get(&format!("{path}?{bad}")).await;
+        assert_error(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        assert_eq!(a.body["error"]["details"][0]["path"], name, "{}", a.body);
     }
 }
 

@@ -1,6 +1,6 @@
-//! `ApiClient::watch` against the real server's event stream on loopback: every trial
-//! event once, in order, also across a connection cut mid-stream (the reconnection
-//! sends the stream's last `id` as `Last-Event-ID`).
+//! `ApiClient` against the real server on loopback: a trial query arrives as written;
+//! `watch` sees every trial event once, in order, also across a connection cut
+//! mid-stream (the reconnection sends the stream's last `id` as `Last-Event-ID`).
 
 use std::{
     net::SocketAddr,
@@ -10,9 +10,10 @@ use std::{
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tuner_api::{
-    ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat, ReportRequest, TrialEvent,
+    ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat, ReportRequest, SortKey,
+    SortOrder, TrialEvent, TrialQuery, TrialView,
 };
-use tuner_core::{StudyId, StudyState};
+use tuner_core::{StudyId, StudyState, TrialState};
 use tuner_server::{Server, ServerConfig};
 use tuner_store::SqliteStore;
 
@@ -31,7 +32,8 @@ async fn start_server(dir: &tempfile::TempDir) -> Server {
     .unwrap()
 }
 
-/// Runs the study to its end: each trial reports two epochs, then completes.
+/// Runs the study to its end: each trial reports two epochs, then completes with its
+/// number as its value.
 async fn finished_study(client: &ApiClient) -> StudyId {
     let study = client
         .create_study(STUDY, DocFormat::Yaml)
@@ -51,7 +53,7 @@ async fn finished_study(client: &ApiClient) -> StudyId {
         }
         let complete = CompleteRequest {
             lease_token: token,
-            value: Some(0.5),
+            value: Some(a.trial.number as f64),
             metrics: Default::default(),
         };
         client.complete(a.trial.id, &complete).await.unwrap();
@@ -73,6 +75,35 @@ async fn watch_all(client: &ApiClient, study: StudyId, after: i64) -> Vec<TrialE
 
 fn kinds(events: &[TrialEvent]) -> Vec<(u64, &str)> {
     events.iter().map(|e| (e.number, e.kind.as_str())).collect()
+}
+
+#[tokio::test]
+async fn a_trial_query_reaches_the_server_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir).await;
+    let client = ApiClient::new(server.url());
+    let study = finished_study(&client).await;
+    let best = TrialQuery {
+        state: Some(TrialState::Completed),
+        view: Some(TrialView::Summary),
+        sort: Some(SortKey::Value),
+        order: Some(SortOrder::Desc),
+        limit: Some(1),
+        ..TrialQuery::default()
+    };
+    let list = client.list_trials_where(study, &best).await.unwrap();
+    assert_eq!(list.total, 2);
+    assert_eq!(list.trials.len(), 1);
+    assert_eq!(list.trials[0].value, Some(1.0));
+    assert!(list.trials[0].intermediate.is_empty(), "summary view");
+    let second = TrialQuery {
+        offset: Some(1),
+        ..TrialQuery::default()
+    };
+    let list = client.list_trials_where(study, &second).await.unwrap();
+    assert_eq!(list.trials.len(), 1);
+    assert_eq!(list.trials[0].number, 1);
+    assert_eq!(list.trials[0].intermediate.len(), 2, "full view");
 }
 
 #[tokio::test]
