@@ -55,12 +55,21 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        let time = DateTime::parse_from_rfc3339(&text).map_err(|e| {
-            serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time: {e}"))
-        })?;
-        Ok(Self::from_unix_ms(time.timestamp_millis()))
+        parse_text(deserializer, |text| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|time| Self::from_unix_ms(time.timestamp_millis()))
+                .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))
+        })
     }
+}
+
+/// Reads a string and parses it with `parse`, whose error is the message.
+fn parse_text<'de, D: serde::Deserializer<'de>, T>(
+    deserializer: D,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    parse(&text).map_err(serde::de::Error::custom)
 }
 
 /// Every error answer: `{"error": {...}}`.
@@ -334,13 +343,13 @@ impl Serialize for StreamStart {
 
 impl<'de> Deserialize<'de> for StreamStart {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        match text.as_ref() {
+        parse_text(deserializer, |text| match text {
             "now" => Ok(Self::Now),
-            n => n.parse().map(Self::After).map_err(|_| {
-                serde::de::Error::custom(format!("`{n}` is neither an event id nor `now`"))
-            }),
-        }
+            n => n
+                .parse()
+                .map(Self::After)
+                .map_err(|_| format!("`{n}` is neither an event id nor `now`")),
+        })
     }
 }
 

@@ -21,20 +21,37 @@ const STUDY: &str = "version: 1\nname: sse\nobjective: {metric: acc, direction: 
     trainer: {kind: external, epochs: 2}\nbudget: {max_trials: 2, parallelism: 1}\n\
     optimizer: {kind: random, seed: 1}\nparameters:\n  x: {type: float, min: 0.0, max: 1.0}\n";
 
-async fn start_server(dir: &tempfile::TempDir) -> Server {
-    let store = SqliteStore::open(&dir.path().join("sse.db")).await.unwrap();
-    Server::start(
+/// A server on a fresh SQLite file, with one study run to its end.
+struct Finished {
+    _dir: tempfile::TempDir,
+    server: Server,
+    client: ApiClient,
+    study: StudyId,
+}
+
+async fn a_finished_study() -> Finished {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("api.db")).await.unwrap();
+    let server = Server::start(
         Arc::new(store),
         ServerConfig::default(),
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
-    .unwrap()
+    .unwrap();
+    let client = ApiClient::new(server.url());
+    let study = run_to_the_end(&client).await;
+    Finished {
+        _dir: dir,
+        server,
+        client,
+        study,
+    }
 }
 
-/// Runs the study to its end: each trial reports two epochs, then completes with its
+/// Runs a new study to its end: each trial reports two epochs, then completes with its
 /// number as its value.
-async fn finished_study(client: &ApiClient) -> StudyId {
+async fn run_to_the_end(client: &ApiClient) -> StudyId {
     let study = client
         .create_study(STUDY, DocFormat::Yaml)
         .await
@@ -79,10 +96,8 @@ fn kinds(events: &[TrialEvent]) -> Vec<(u64, &str)> {
 
 #[tokio::test]
 async fn a_trial_query_reaches_the_server_as_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&dir).await;
-    let client = ApiClient::new(server.url());
-    let study = finished_study(&client).await;
+    let f = a_finished_study().await;
+    let (client, study) = (&f.client, f.study);
     let best = TrialQuery {
         state: Some(TrialState::Completed),
         view: Some(TrialView::Summary),
@@ -108,12 +123,10 @@ async fn a_trial_query_reaches_the_server_as_written() {
 
 #[tokio::test]
 async fn watching_replays_a_studys_events_from_any_point() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&dir).await;
-    let client = ApiClient::new(server.url());
-    let study = finished_study(&client).await;
+    let f = a_finished_study().await;
+    let (client, study) = (&f.client, f.study);
 
-    let all = watch_all(&client, study, 0).await;
+    let all = watch_all(client, study, 0).await;
     let per_trial = ["created", "started", "epoch", "epoch", "completed"];
     let expected: Vec<(u64, &str)> = (0..2)
         .flat_map(|n| per_trial.iter().map(move |k| (n, *k)))
@@ -123,7 +136,7 @@ async fn watching_replays_a_studys_events_from_any_point() {
     let epochs: Vec<Option<u32>> = all.iter().map(|e| e.epoch).collect();
     assert_eq!(&epochs[2..4], [Some(1), Some(2)]);
 
-    let rest = watch_all(&client, study, all[3].id).await;
+    let rest = watch_all(client, study, all[3].id).await;
     assert_eq!(kinds(&rest), kinds(&all[4..]));
 }
 
@@ -189,13 +202,11 @@ async fn cutting_forwarder(target: SocketAddr, events: usize) -> (String, Arc<Mu
 
 #[tokio::test]
 async fn a_stream_cut_mid_way_resumes_after_its_last_event_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&dir).await;
-    let study = finished_study(&ApiClient::new(server.url())).await;
-    let all = watch_all(&ApiClient::new(server.url()), study, 0).await;
+    let f = a_finished_study().await;
+    let all = watch_all(&f.client, f.study, 0).await;
 
-    let (url, requests) = cutting_forwarder(server.addr(), 3).await;
-    let through_cut = watch_all(&ApiClient::new(url), study, 0).await;
+    let (url, requests) = cutting_forwarder(f.server.addr(), 3).await;
+    let through_cut = watch_all(&ApiClient::new(url), f.study, 0).await;
     assert_eq!(
         kinds(&through_cut),
         kinds(&all),
