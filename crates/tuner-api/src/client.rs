@@ -16,6 +16,7 @@ use crate::{
     AskAnyRequest, AskRequest, AskResponse, Best, CompleteRequest, ErrorBody, ErrorDetail,
     FailRequest, HeartbeatRequest, HeartbeatResponse, Importance, ReleaseRequest, ReportRequest,
     ReportResponse, Study, StudyList, Trial, TrialEvent, TrialList, TrialQuery,
+    sse::EventStreamParser,
 };
 
 /// What `ask` got.
@@ -207,11 +208,25 @@ impl ApiClient {
         path: &str,
         body: Option<(Vec<u8>, &'static str)>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        self.send_with_query(method, path, None, body).await
+    }
+
+    /// [`Self::send`] with a trial-list query string.
+    async fn send_with_query(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&TrialQuery>,
+        body: Option<(Vec<u8>, &'static str)>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         // The futures borrow these (not the closure), as `Send` futures must.
         let (method, body) = (&method, &body);
         self.on_any_server(|base| async move {
             let url = format!("{base}{path}");
             let mut req = self.authorized(self.http.request(method.clone(), &url));
+            if let Some(query) = query {
+                req = req.query(query);
+            }
             if let Some((bytes, content_type)) = body {
                 req = req
                     .header("content-type", *content_type)
@@ -285,8 +300,11 @@ impl ApiClient {
         id: StudyId,
         query: &TrialQuery,
     ) -> Result<TrialList, ClientError> {
-        let path = format!("/studies/{id}/trials{}", query.query_string());
-        self.json(Method::GET, &path, None::<&()>).await
+        let path = format!("/studies/{id}/trials");
+        let (status, bytes) = self
+            .send_with_query(Method::GET, &path, Some(query), None)
+            .await?;
+        decode(status, &bytes)
     }
 
     pub async fn best(&self, id: StudyId) -> Result<Best, ClientError> {
@@ -305,15 +323,18 @@ impl ApiClient {
 
     /// Follows a study's trial events (Server-Sent Events) from after event `after`
     /// until the study ends, calling `on_event` for each; returns the final study.
-    /// Reconnects with `Last-Event-ID` if the connection drops (e.g. a server restart),
-    /// for up to `patience` without progress.
+    /// Reconnects with `Last-Event-ID` (the stream's last `id`) if the connection drops
+    /// (e.g. a server restart), for up to `patience` without progress.
     pub async fn watch(
         &self,
         id: StudyId,
-        mut after: i64,
+        after: i64,
         patience: Duration,
         mut on_event: impl FnMut(&TrialEvent),
     ) -> Result<Study, ClientError> {
+        let mut last_event_id = after.to_string();
+        // Between reconnections: the stream's `retry` once it has sent one.
+        let mut reconnect_delay = Duration::from_millis(500);
         let mut last_progress = std::time::Instant::now();
         let mut unreachable_in_a_row = 0;
         loop {
@@ -324,7 +345,8 @@ impl ApiClient {
             let req = self
                 .authorized(self.http.get(format!("{base}/studies/{id}/trials")))
                 .header("accept", "text/event-stream")
-                .header("last-event-id", after.to_string());
+                .header("last-event-id", &last_event_id);
+            let mut parser = EventStreamParser::resuming(last_event_id.clone());
             let attempt: Result<Option<Study>, ClientError> = async {
                 let connect = |source| ClientError::Connect {
                     url: base.clone(),
@@ -336,31 +358,20 @@ impl ApiClient {
                     let bytes = resp.bytes().await.map_err(connect)?;
                     return Err(error_from(status, &bytes));
                 }
-                let mut pending = String::new();
                 while let Some(chunk) = resp.chunk().await.map_err(connect)? {
-                    pending.push_str(&String::from_utf8_lossy(&chunk));
-                    while let Some(end) = pending.find("\n\n") {
-                        let block: String = pending.drain(..end + 2).collect();
-                        let (mut kind, mut data) = (String::new(), String::new());
-                        for line in block.lines() {
-                            if let Some(v) = line.strip_prefix("event:") {
-                                kind = v.trim().to_owned();
-                            } else if let Some(v) = line.strip_prefix("data:") {
-                                data.push_str(v.trim_start());
-                            }
-                        }
-                        match kind.as_str() {
-                            "" => {}
-                            "end" => return Ok(serde_json::from_str(&data).ok()),
+                    for sse in parser.feed(&chunk) {
+                        match sse.event.as_str() {
+                            "end" => return Ok(serde_json::from_str(&sse.data).ok()),
                             "error" => {
                                 return Err(ClientError::Unexpected {
                                     status: 200,
-                                    body: data,
+                                    body: sse.data,
                                 });
                             }
+                            // Study state changes: the caller gets the final study.
+                            "study" => {}
                             _ => {
-                                if let Ok(event) = serde_json::from_str::<TrialEvent>(&data) {
-                                    after = event.id;
+                                if let Ok(event) = serde_json::from_str::<TrialEvent>(&sse.data) {
                                     last_progress = std::time::Instant::now();
                                     on_event(&event);
                                 }
@@ -375,6 +386,10 @@ impl ApiClient {
                 })
             }
             .await;
+            if !parser.last_event_id().is_empty() {
+                last_event_id = parser.last_event_id().to_owned();
+            }
+            reconnect_delay = parser.retry().unwrap_or(reconnect_delay);
             match attempt {
                 Ok(Some(study)) => return Ok(study),
                 // Deleted while watching, or an unreadable `end`.
@@ -402,7 +417,7 @@ impl ApiClient {
                     if last_progress.elapsed() > patience {
                         return Err(e);
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(reconnect_delay).await;
                 }
             }
         }

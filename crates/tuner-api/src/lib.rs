@@ -1,21 +1,76 @@
 //! tuner-api: the JSON shapes of the tuner HTTP API, shared by the server, the
-//! built-in workers and the CLI, plus (feature `client`) a small typed client.
+//! built-in workers and the CLI; `sse`, a parser of the live event streams
+//! (Server-Sent Events); and (feature `client`) a small typed client.
 //!
 //! Must not depend on the server, store, optimizer or trainer: any program that
 //! speaks the protocol can use these types.
 
 #[cfg(feature = "client")]
 mod client;
+pub mod sse;
 
 #[cfg(feature = "client")]
 pub use client::{ApiClient, AskAnswer, ClientError, DocFormat};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tuner_core::{Direction, Params, StudyId, StudyState, TrialId, TrialState};
 
 /// Header that may carry a lease token instead of the body's `lease_token`.
 pub const LEASE_TOKEN_HEADER: &str = "x-lease-token";
+
+/// A moment, to the millisecond. On the wire: RFC 3339 in UTC with milliseconds
+/// (`2026-01-01T12:00:00.000Z`); any RFC 3339 time is read (to the millisecond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// The moment `ms` milliseconds after the Unix epoch (the epoch itself when out of
+    /// chrono's range, some 262,000 years either way).
+    pub fn from_unix_ms(ms: i64) -> Self {
+        Self(DateTime::from_timestamp_millis(ms).unwrap_or_default())
+    }
+
+    pub fn unix_ms(&self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    pub fn to_datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_text(deserializer, |text| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|time| Self::from_unix_ms(time.timestamp_millis()))
+                .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))
+        })
+    }
+}
+
+/// Reads a string and parses it with `parse`, whose error is the message.
+fn parse_text<'de, D: serde::Deserializer<'de>, T>(
+    deserializer: D,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    parse(&text).map_err(serde::de::Error::custom)
+}
 
 /// Every error answer: `{"error": {...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,8 +123,10 @@ pub struct Study {
     pub counts: TrialCounts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best: Option<BestSummary>,
-    pub created_at: String,
-    pub updated_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
     /// The validated search-space document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<Value>,
@@ -122,11 +179,14 @@ pub struct Trial {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
-    pub created_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub started_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub finished_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
 }
@@ -137,7 +197,8 @@ pub struct EpochReport {
     pub epoch: u32,
     pub value: Option<f64>,
     pub metrics: Value,
-    pub reported_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub reported_at: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,52 +214,142 @@ pub struct TrialList {
     pub last_event_id: i64,
 }
 
-/// The query of `GET /studies/{id}/trials`; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The query of `GET /studies/{id}/trials`: which trials, in which order, how many,
+/// and how much of each; every field is optional. One type on both sides, in serde's
+/// URL-encoded form: the client writes it with reqwest's `query`, the server reads it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
 pub struct TrialQuery {
     /// Only trials in this state.
-    pub state: Option<tuner_core::TrialState>,
-    /// `number` (default), `value`, `duration`, `epoch` or `state`.
-    pub sort: Option<String>,
-    pub descending: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TrialState>,
+    /// `full` (default): metrics and per-epoch history; `summary`: neither, for
+    /// tables and charts over thousands of trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub view: Option<TrialView>,
+    /// `number` (default), `value`, `duration`, `state` or `epoch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub sort: Option<SortKey>,
+    /// `asc` (default) or `desc`. Trials without the sort key come last either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub order: Option<SortOrder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<usize>,
-    /// Leave out metrics and per-epoch history.
-    pub summary: bool,
-    /// Only trials with an event after this one (see [`TrialList::last_event_id`]).
+    /// Event stream only: start after this event id, or `now` to skip the events so
+    /// far. A `Last-Event-ID` header (a reconnect) takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
+    pub after: Option<StreamStart>,
+    /// Only trials with an event after this event id: pass the `last_event_id` of the
+    /// previous answer to get what changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_after: Option<i64>,
 }
 
-impl TrialQuery {
-    /// `?key=value&...`, or "" when nothing is set. Values are plain words and numbers.
-    pub fn query_string(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(s) = self.state {
-            parts.push(format!("state={}", s.as_str()));
+/// How much of each trial a list carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TrialView {
+    /// Metrics and per-epoch history.
+    #[default]
+    Full,
+    /// Neither.
+    Summary,
+}
+
+/// What a trial list is ordered by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    #[default]
+    Number,
+    Value,
+    Duration,
+    State,
+    Epoch,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 5] = [
+        Self::Number,
+        Self::Value,
+        Self::Duration,
+        Self::State,
+        Self::Epoch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Number => "number",
+            Self::Value => "value",
+            Self::Duration => "duration",
+            Self::State => "state",
+            Self::Epoch => "epoch",
         }
-        if let Some(s) = &self.sort {
-            parts.push(format!("sort={s}"));
+    }
+}
+
+impl std::str::FromStr for SortKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown sort key `{s}`; expected number, value, duration, state or epoch")
+            })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Where a live event stream starts: after an event id, or after the last event now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart {
+    After(i64),
+    Now,
+}
+
+impl std::fmt::Display for StreamStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::After(id) => write!(f, "{id}"),
+            Self::Now => f.write_str("now"),
         }
-        if self.descending {
-            parts.push("order=desc".to_owned());
-        }
-        if let Some(l) = self.limit {
-            parts.push(format!("limit={l}"));
-        }
-        if let Some(o) = self.offset {
-            parts.push(format!("offset={o}"));
-        }
-        if self.summary {
-            parts.push("view=summary".to_owned());
-        }
-        if let Some(e) = self.changed_after {
-            parts.push(format!("changed_after={e}"));
-        }
-        if parts.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", parts.join("&"))
-        }
+    }
+}
+
+impl Serialize for StreamStart {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamStart {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_text(deserializer, |text| match text {
+            "now" => Ok(Self::Now),
+            n => n
+                .parse()
+                .map(Self::After)
+                .map_err(|_| format!("`{n}` is neither an event id nor `now`")),
+        })
     }
 }
 
@@ -218,7 +369,8 @@ pub struct TrialEvent {
     pub epoch: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
-    pub at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: Timestamp,
 }
 
 /// `GET /studies/{id}/best`.
@@ -306,7 +458,8 @@ pub struct LeasedTrial {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     pub token: String,
-    pub expires_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: Timestamp,
     /// Seconds a lease lasts; heartbeat well within this.
     pub ttl_seconds: f64,
 }
@@ -323,7 +476,8 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
-    pub expires_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: Timestamp,
 }
 
 /// Body of `POST /trials/{id}/report`: one epoch's metrics.
@@ -355,7 +509,8 @@ pub struct ReportResponse {
     pub action: ReportAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    pub expires_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: Timestamp,
 }
 
 /// Body of `POST /trials/{id}/complete`.
@@ -389,4 +544,30 @@ pub struct FailRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_token: Option<String>,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds_on_the_wire() {
+        let t = Timestamp::from_unix_ms(1_767_225_600_123);
+        assert_eq!(serde_json::to_value(t).unwrap(), "2026-01-01T00:00:00.123Z");
+        assert_eq!(
+            serde_json::to_value(Timestamp::from_unix_ms(1_767_225_600_000)).unwrap(),
+            "2026-01-01T00:00:00.000Z",
+            "milliseconds always written"
+        );
+        let read = |text: &str| serde_json::from_value::<Timestamp>(text.into());
+        assert_eq!(read("2026-01-01T00:00:00.123Z").unwrap(), t);
+        assert_eq!(read("2026-01-01T02:00:00.123+02:00").unwrap(), t);
+        assert_eq!(read("2026-01-01T00:00:00.1239Z").unwrap(), t, "to the ms");
+        assert_eq!(
+            read("2026-01-01T00:00:00Z").unwrap().unix_ms(),
+            1_767_225_600_000
+        );
+        let err = read("yesterday").unwrap_err().to_string();
+        assert!(err.contains("`yesterday` is not an RFC 3339 time"), "{err}");
+    }
 }

@@ -132,6 +132,17 @@ async fn an_error_answer_is_not_a_reason_to_switch() {
     assert_eq!(client.base_url(), failing.url);
 }
 
+/// Waits until `url` refuses connections: a killed replica's runtime closes its
+/// listener in the background.
+async fn refused_soon(url: &str) {
+    let addr = url.trim_start_matches("http://");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{url} still accepts");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_server_that_dies_is_left_for_the_next() {
     let mut first = Replica::start(StatusCode::NO_CONTENT);
@@ -142,7 +153,7 @@ async fn a_server_that_dies_is_left_for_the_next() {
 
     // The client holds a kept-alive connection to the first: it is reset, then refused.
     first.kill();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    refused_soon(&first.url).await;
     client.delete_study(STUDY).await.unwrap();
     assert_eq!((first.hits(), second.hits()), (1, 1));
     assert_eq!(client.base_url(), second.url);

@@ -170,7 +170,7 @@ enum Command {
         state: Option<tuner_core::TrialState>,
         /// Order by number (default), value, duration, epoch or state.
         #[arg(long)]
-        sort: Option<String>,
+        sort: Option<tuner_api::SortKey>,
         /// Largest first.
         #[arg(long)]
         desc: bool,
@@ -447,6 +447,7 @@ async fn run(cli: Cli) -> Result<()> {
                     lease,
                     max_body_bytes,
                     token: cli.token.clone(),
+                    ..ServerConfig::default()
                 },
                 workers,
                 data_dir,
@@ -594,7 +595,7 @@ async fn run(cli: Cli) -> Result<()> {
             let query = tuner_api::TrialQuery {
                 state,
                 sort,
-                descending: desc,
+                order: desc.then_some(tuner_api::SortOrder::Desc),
                 limit,
                 offset,
                 ..tuner_api::TrialQuery::default()

@@ -15,7 +15,7 @@ use plotters::{
     },
 };
 use serde_json::Value;
-use tuner_api::{ApiClient, Study, Trial, TrialQuery};
+use tuner_api::{ApiClient, SortKey, SortOrder, Study, Trial, TrialQuery, TrialView};
 use tuner_core::{StudyId, TrialState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -61,7 +61,7 @@ pub async fn fetch(
     let (trials, best) = match kind {
         PlotKind::History => {
             let all = TrialQuery {
-                summary: true,
+                view: Some(TrialView::Summary),
                 ..TrialQuery::default()
             };
             (client.list_trials_where(id, &all).await?.trials, None)
@@ -69,8 +69,8 @@ pub async fn fetch(
         PlotKind::Curves => {
             let best_first = TrialQuery {
                 state: Some(TrialState::Completed),
-                sort: Some("value".into()),
-                descending: maximize,
+                sort: Some(SortKey::Value),
+                order: maximize.then_some(SortOrder::Desc),
                 limit: Some(top),
                 ..TrialQuery::default()
             };

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
-use tuner_api::{ApiClient, Study, Trial, TrialQuery};
+use tuner_api::{ApiClient, SortKey, SortOrder, Study, Trial, TrialQuery};
 use tuner_core::{StudyId, TrialState};
 
 /// What `summary --json` prints.
@@ -22,8 +22,9 @@ pub async fn fetch(client: &ApiClient, id: StudyId, top: usize) -> Result<Summar
     let study = client.get_study(id).await?;
     let query = TrialQuery {
         state: Some(TrialState::Completed),
-        sort: Some("value".into()),
-        descending: study.objective.direction == tuner_core::Direction::Maximize,
+        sort: Some(SortKey::Value),
+        order: (study.objective.direction == tuner_core::Direction::Maximize)
+            .then_some(SortOrder::Desc),
         limit: Some(top),
         ..TrialQuery::default()
     };

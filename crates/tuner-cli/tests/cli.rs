@@ -110,13 +110,18 @@ fn space(max_trials: u32, parallelism: u32) -> String {
 
 /// A worker: ask → report → complete until the study is done.
 async fn worker(client: ApiClient, study: StudyId, name: String) -> u32 {
+    worker_for(client, study, name, u32::MAX).await
+}
+
+/// A worker that stops after `max_trials` trials, or when the study is done.
+async fn worker_for(client: ApiClient, study: StudyId, name: String, max_trials: u32) -> u32 {
     let mut done = 0;
-    loop {
+    while done < max_trials {
         let req = AskRequest {
             worker: Some(name.clone()),
         };
         match client.ask(study, &req).await.unwrap() {
-            AskAnswer::Done => return done,
+            AskAnswer::Done => break,
             AskAnswer::Wait(d) => tokio::time::sleep(d.min(Duration::from_millis(50))).await,
             AskAnswer::Leased(a) => {
                 let x = a.trial.params["x"].as_f64().unwrap();
@@ -148,6 +153,7 @@ async fn worker(client: ApiClient, study: StudyId, name: String) -> u32 {
             }
         }
     }
+    done
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -914,7 +920,7 @@ async fn trials_watch_follows_a_study_until_it_ends() {
         .create_study(&space(4, 2), DocFormat::Yaml)
         .await
         .unwrap();
-    let watcher = Command::new(BIN)
+    let mut watcher = Command::new(BIN)
         .env_remove("TUNER_TOKEN")
         .args([
             "--server",
@@ -927,14 +933,30 @@ async fn trials_watch_follows_a_study_until_it_ends() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (lines, printed) = mpsc::channel::<String>();
+    let stdout_lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let reader = std::thread::spawn(move || {
+        for line in stdout_lines.map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    // One trial, then the rest once the watcher has printed it: it follows live.
+    assert_eq!(worker_for(client.clone(), study.id, "w".into(), 1).await, 1);
+    let mut text = String::new();
+    while !text.contains("trial #0 completed") {
+        let line = tokio::task::block_in_place(|| printed.recv_timeout(Duration::from_secs(60)))
+            .unwrap_or_else(|e| panic!("{e}: the watcher printed no completion: {text}"));
+        text.push_str(&line);
+        text.push('\n');
+    }
     worker(client.clone(), study.id, "w".into()).await;
     let out = tokio::task::spawn_blocking(move || watcher.wait_with_output())
         .await
         .unwrap()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    reader.join().unwrap();
+    text.extend(printed.try_iter().map(|line| line + "\n"));
     for n in 0..4 {
         assert!(text.contains(&format!("trial #{n} completed")), "{text}");
         assert!(text.contains(&format!("trial #{n} epoch 1")), "{text}");
@@ -964,7 +986,12 @@ fn sixty_four_workers_complete_ten_thousand_trials() {
 
 /// A worker that keeps going through connection errors and lost leases, as a real
 /// one would while the server restarts.
-async fn tolerant_worker(url: std::sync::Arc<std::sync::Mutex<String>>, study: StudyId) -> u32 {
+/// Each completion it gets an answer to adds one to `completions`.
+async fn tolerant_worker(
+    url: std::sync::Arc<std::sync::Mutex<String>>,
+    study: StudyId,
+    completions: std::sync::Arc<tokio::sync::watch::Sender<u32>>,
+) -> u32 {
     let mut done = 0;
     loop {
         let client = ApiClient::new(url.lock().unwrap().clone());
@@ -986,6 +1013,7 @@ async fn tolerant_worker(url: std::sync::Arc<std::sync::Mutex<String>>, study: S
                     match client.complete(a.trial.id, &req).await {
                         Ok(_) => {
                             done += 1;
+                            completions.send_modify(|n| *n += 1);
                             break;
                         }
                         Err(e) if e.status().is_some() => break,
@@ -1009,12 +1037,17 @@ async fn killing_the_server_during_asks_loses_and_duplicates_nothing() {
         .await
         .unwrap();
     let url = std::sync::Arc::new(std::sync::Mutex::new(server.url.clone()));
+    let (completions, mut completed_so_far) = tokio::sync::watch::channel(0);
+    let completions = std::sync::Arc::new(completions);
     let workers: Vec<_> = (0..16)
-        .map(|_| tokio::spawn(tolerant_worker(url.clone(), study.id)))
+        .map(|_| tokio::spawn(tolerant_worker(url.clone(), study.id, completions.clone())))
         .collect();
-    // SIGKILL while asks and completions are in flight, then restart on the same port.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGKILL once the workers are under way (asks and completions in flight), then
+    // restart on the same port.
+    completed_so_far.wait_for(|n| *n >= 10).await.unwrap();
     server.kill();
+    let at_kill = *completed_so_far.borrow();
+    assert!(at_kill < 150, "killed mid-study, not after it: {at_kill}");
     let server = Server::start(&db, &["--lease-seconds", "1", "--addr", &addr]);
     let mut completed = 0;
     for w in workers {

@@ -10,7 +10,6 @@ use crate::{
     ApiError, AppState,
     lease::{leased, new_grant, suggest},
     settle::{reap_once, settle},
-    views,
 };
 
 /// Leases the next trial of a study: a re-queued one first, else a new suggestion,
@@ -26,7 +25,7 @@ pub async fn ask(
     let lock = state.ask_lock(id);
     let _serialized = lock.lock().await;
 
-    if state.lease_may_have_expired(views::now_ms()) {
+    if state.lease_may_have_expired(state.now_ms()) {
         reap_once(state).await?;
     }
     let _no_reap_meanwhile = state.hold_off_reaping().await;

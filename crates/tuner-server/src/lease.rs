@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rand::Rng;
-use tuner_api::{AskResponse, Lease, LeasedTrial};
+use tuner_api::{AskResponse, Lease, LeasedTrial, Timestamp};
 use tuner_core::{OptimizerKind, Params, StudySpec};
 use tuner_optim::{GpConfig, GpSampler, OptimError, RandomSampler, Sampler, SuggestContext};
 use tuner_store::{LeaseGrant, StudyRecord, TrialRecord};
@@ -47,7 +47,7 @@ pub(crate) fn leased(
 ) -> AskOutcome {
     let lease = Lease {
         token: trial.lease_token.clone().unwrap_or_default(),
-        expires_at: views::time_text(trial.lease_expires_at.unwrap_or_default()),
+        expires_at: Timestamp::from_unix_ms(trial.lease_expires_at.unwrap_or_default()),
         ttl_seconds: state.config().lease.as_secs_f64(),
     };
     AskOutcome::Leased(Box::new(AskResponse {
@@ -66,7 +66,7 @@ pub(crate) fn leased(
 }
 
 pub(crate) fn new_grant(state: &AppState, worker: Option<String>) -> LeaseGrant {
-    let now = views::now_ms();
+    let now = state.now_ms();
     LeaseGrant {
         token: new_token(),
         worker,

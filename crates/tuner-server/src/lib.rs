@@ -5,7 +5,8 @@
 //!   that touches their fields) and [`ServerConfig`];
 //! - `server`: [`Server`], a running server: reaps once at start, serves [`app`],
 //!   reaps every quarter lease;
-//! - `routes`: the axum routes and their OpenAPI document; `dashboard`: the web page;
+//! - `routes`: the axum routes, their extractors (path ids, JSON bodies, query strings)
+//!   and their OpenAPI document; `dashboard`: the web page;
 //! - `ask`: which trial a worker gets (a server alone on its database decides from
 //!   memory); `shared_ask`: the same for replicas, decided in the database; `lease`:
 //!   what both share (the lease granted, the answer, the sampler run);
@@ -15,6 +16,7 @@
 //! - `history`: each study's trial outcomes in memory, for the sampler and the counts;
 //! - `read_models`: wire views read from the state (a study with its counts and best);
 //!   `views`: store records to wire types; `watch`: live events as Server-Sent Events;
+//! - `clock`: [`Clock`], where the server reads the time (a [`ManualClock`] in tests);
 //! - `error`: every error mapped to one JSON envelope.
 //!
 //! Only servers open the database. Depends on `tuner-core`, `tuner-api`,
@@ -22,6 +24,7 @@
 //! over HTTP like anyone else).
 
 mod ask;
+mod clock;
 mod dashboard;
 mod error;
 mod history;
@@ -36,6 +39,7 @@ mod shared_ask;
 mod views;
 mod watch;
 
+pub use clock::{Clock, ManualClock};
 pub use error::{ApiError, ConflictCode};
 pub use routes::{openapi, studies::check_supported};
 pub use server::{Server, StartError};
@@ -64,6 +68,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// When set, every route but `/health` needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Where the server reads the time (the system clock but in tests).
+    pub clock: Clock,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +78,7 @@ impl Default for ServerConfig {
             lease: Duration::from_secs(60),
             max_body_bytes: 1 << 20,
             token: None,
+            clock: Clock::System,
         }
     }
 }
@@ -147,6 +154,11 @@ impl AppState {
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// The time now (Unix ms) on this server's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.config.clock.now_ms()
     }
 
     /// Whether other servers share this one's database.

@@ -4,7 +4,7 @@ use tuner_api::ReportAction;
 use tuner_core::{PrunerSpec, StudySpec, StudyState, TrialState, stats::median};
 use tuner_store::{Finish, TrialRecord};
 
-use crate::{ApiError, AppState, settle::after_finish, views};
+use crate::{ApiError, AppState, settle::after_finish};
 
 /// Whether the study's pruner stops `trial` at `epoch` with `value`.
 pub async fn should_prune(
@@ -109,7 +109,7 @@ pub async fn after_report(
             .store()
             .finish_trial_unleased(
                 trial.id,
-                views::now_ms(),
+                state.now_ms(),
                 Finish {
                     state: TrialState::Pruned,
                     value: Some(value),

@@ -4,7 +4,7 @@
 use tuner_core::{StudyId, StudyState, TrialState};
 use tuner_store::TrialRecord;
 
-use crate::{ApiError, AppState, views};
+use crate::{ApiError, AppState};
 
 /// Moves a running study to its end state once nothing more will happen in it:
 /// failed after too many failures in a row, completed once its budget is spent and
@@ -36,7 +36,7 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
         return Ok(());
     }
     let spec = state.spec_of(&record)?;
-    let now = views::now_ms();
+    let now = state.now_ms();
     let limit = spec.budget.max_consecutive_failures;
     let failures = if after_failure {
         state.store().consecutive_failures(id, limit).await?
@@ -81,7 +81,7 @@ pub async fn after_finish(state: &AppState, trial: &TrialRecord) -> Result<(), A
 pub async fn reap_once(state: &AppState) -> Result<(), ApiError> {
     let _reaping = state.begin_reap().await;
     let reaped = async {
-        let reaped = state.store().reap_expired_leases(views::now_ms()).await?;
+        let reaped = state.store().reap_expired_leases(state.now_ms()).await?;
         let earliest = state.store().earliest_lease_expiry().await?;
         Ok::<_, tuner_store::StoreError>((reaped, earliest))
     }

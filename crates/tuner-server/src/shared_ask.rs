@@ -21,7 +21,6 @@ use tuner_store::{AskTxn, TrialCounts};
 use crate::{
     ApiError, AppState,
     lease::{AskOutcome, leased, new_grant, suggest},
-    views,
 };
 
 /// One ask waiting for its study's transaction.
@@ -163,7 +162,7 @@ async fn decide(
         if working.counts.spent() >= u64::from(spec.budget.max_trials) {
             let reason = format!("budget of {} trials spent", spec.budget.max_trials);
             outcomes.push(Some(
-                nothing_left(&mut txn, id, working.counts, &reason).await?,
+                nothing_left(&mut txn, id, working.counts, &reason, grant.now).await?,
             ));
             over = true;
             continue;
@@ -177,7 +176,7 @@ async fn decide(
             Err(e @ (OptimError::Exhausted { .. } | OptimError::NoFreshConfig { .. })) => {
                 let reason = e.to_string();
                 outcomes.push(Some(
-                    nothing_left(&mut txn, id, working.counts, &reason).await?,
+                    nothing_left(&mut txn, id, working.counts, &reason, grant.now).await?,
                 ));
                 over = true;
             }
@@ -217,12 +216,13 @@ async fn nothing_left(
     id: StudyId,
     counts: TrialCounts,
     reason: &str,
+    now: i64,
 ) -> Result<AskOutcome, ApiError> {
     if counts.in_flight() > 0 {
         return Ok(AskOutcome::Wait);
     }
     tracing::info!(study = %id, %reason, "study completed");
-    txn.set_study_state(StudyState::Completed, Some(reason), views::now_ms())
+    txn.set_study_state(StudyState::Completed, Some(reason), now)
         .await?;
     Ok(AskOutcome::Done)
 }

@@ -1,20 +1,8 @@
 //! Store records → wire types.
 
-use chrono::{SecondsFormat, TimeZone, Utc};
-use tuner_api::{BestSummary, EpochReport, Objective, Study, Trial, TrialCounts};
+use tuner_api::{BestSummary, EpochReport, Objective, Study, Timestamp, Trial, TrialCounts};
 use tuner_core::StudySpec;
 use tuner_store::{StudyRecord, TrialRecord};
-
-pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
-pub fn time_text(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
 
 pub fn counts(c: tuner_store::TrialCounts) -> TrialCounts {
     TrialCounts {
@@ -58,8 +46,8 @@ pub fn study(
                 params: t.params.clone(),
             })
         }),
-        created_at: time_text(record.created_at),
-        updated_at: time_text(record.updated_at),
+        created_at: Timestamp::from_unix_ms(record.created_at),
+        updated_at: Timestamp::from_unix_ms(record.updated_at),
         spec: with_spec.then(|| record.spec.clone()),
     }
 }
@@ -80,16 +68,16 @@ pub fn trial(t: &TrialRecord) -> Trial {
                 epoch: e.epoch,
                 value: e.value,
                 metrics: e.metrics.clone(),
-                reported_at: time_text(e.reported_at),
+                reported_at: Timestamp::from_unix_ms(e.reported_at),
             })
             .collect(),
         last_epoch: t.last_epoch,
         worker: t.worker.clone(),
         attempts: t.attempts,
         failure_reason: t.failure_reason.clone(),
-        created_at: time_text(t.created_at),
-        started_at: t.started_at.map(time_text),
-        finished_at: t.finished_at.map(time_text),
+        created_at: Timestamp::from_unix_ms(t.created_at),
+        started_at: t.started_at.map(Timestamp::from_unix_ms),
+        finished_at: t.finished_at.map(Timestamp::from_unix_ms),
         duration_seconds: match (t.started_at, t.finished_at) {
             (Some(s), Some(f)) => Some((f - s) as f64 / 1000.0),
             _ => None,

@@ -5,9 +5,10 @@ use std::{collections::VecDeque, convert::Infallible, time::Duration};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
+use tuner_api::{Timestamp, TrialEvent};
 use tuner_core::{StudyId, StudyState};
 
-use crate::{AppState, read_models::study_view, views};
+use crate::{AppState, read_models::study_view};
 
 /// How often the log is polled while nothing happens.
 const POLL: Duration = Duration::from_millis(250);
@@ -67,14 +68,14 @@ impl Cursor {
             Ok(events) if !events.is_empty() => {
                 for e in events {
                     self.last = e.id;
-                    let view = tuner_api::TrialEvent {
+                    let view = TrialEvent {
                         id: e.id,
                         trial_id: e.trial_id,
                         number: e.number,
                         kind: e.kind.clone(),
                         epoch: e.epoch,
                         value: e.value,
-                        at: views::time_text(e.at),
+                        at: Timestamp::from_unix_ms(e.at),
                     };
                     let event = Event::default()
                         .id(e.id.to_string())

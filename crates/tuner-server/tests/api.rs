@@ -10,13 +10,15 @@ use axum::{
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use tuner_server::{AppState, ServerConfig, app};
+use tuner_server::{AppState, ManualClock, ServerConfig, app};
 use tuner_store::SqliteStore;
 
 struct TestServer {
     _dir: tempfile::TempDir,
     state: AppState,
     router: Router,
+    /// The server's clock: it moves only when a test moves it.
+    clock: ManualClock,
 }
 
 struct Answer {
@@ -33,11 +35,22 @@ impl TestServer {
     async fn with_config(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("api.db")).await.unwrap();
+        Self::on_store(dir, store, config)
+    }
+
+    /// A server on `store` whose clock is a [`ManualClock`] at the system time.
+    fn on_store(dir: tempfile::TempDir, store: SqliteStore, config: ServerConfig) -> Self {
+        let clock = ManualClock::at_system_time();
+        let config = ServerConfig {
+            clock: clock.clone().into(),
+            ..config
+        };
         let state = AppState::new(Arc::new(store), config);
         Self {
             _dir: dir,
             router: app(state.clone()),
             state,
+            clock,
         }
     }
 
@@ -450,8 +463,9 @@ async fn a_finite_space_is_never_repeated_and_says_when_exhausted() {
 
 #[tokio::test]
 async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
+    let lease = Duration::from_secs(60);
     let s = TestServer::with_config(ServerConfig {
-        lease: Duration::from_millis(600),
+        lease,
         ..ServerConfig::default()
     })
     .await;
@@ -465,16 +479,22 @@ async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
     let trial = first.body["trial"]["id"].as_i64().unwrap();
     let params = first.body["trial"]["params"].clone();
     let old_token = first.body["lease"]["token"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+
+    // The lease holds up to its last millisecond: parallelism 1 is still taken.
+    s.clock.advance(lease);
+    let waiting = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+    assert_eq!(waiting.status, StatusCode::NO_CONTENT, "{}", waiting.body);
+    assert!(waiting.headers.contains_key(header::RETRY_AFTER));
 
     // The expired trial is handed out again: same trial, same params, attempt 2.
+    s.clock.advance(Duration::from_millis(1));
     let second = s.post(&format!("/studies/{id}/ask"), json!({})).await;
     assert_eq!(second.body["trial"]["id"], trial);
     assert_eq!(second.body["trial"]["params"], params);
     assert_eq!(second.body["trial"]["attempt"], 2);
     let late = s.complete(trial, &old_token, 0.9).await;
     assert_error(&late, StatusCode::FORBIDDEN, "lease_mismatch");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.clock.advance(lease + Duration::from_millis(1));
 
     // Out of retries: failed with the reason; a new trial takes its place.
     let (next, token) = s.ask(id).await.unwrap();
@@ -580,13 +600,15 @@ async fn a_finished_trial_keeps_its_value_and_epochs_keep_theirs() {
 
 #[tokio::test]
 async fn a_requeued_trial_starts_afresh_and_its_late_holder_hears_why() {
+    let lease = Duration::from_secs(60);
     let s = TestServer::with_config(ServerConfig {
-        lease: Duration::from_millis(300),
+        lease,
         ..ServerConfig::default()
     })
     .await;
     let id = s.create(&space(5, 1, "")).await;
     let (trial, old) = s.ask(id).await.unwrap();
+    s.clock.advance(lease / 2);
     let r = s
         .post(
             &format!("/trials/{trial}/report"),
@@ -594,7 +616,10 @@ async fn a_requeued_trial_starts_afresh_and_its_late_holder_hears_why() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A report renews the lease from its own time: past the ask's term, still held.
+    s.clock.advance(lease / 2 + Duration::from_millis(1));
+    assert!(s.ask(id).await.is_none());
+    s.clock.advance(lease / 2);
     // Another worker's ask re-queues the expired trial (parallelism 1 frees up)...
     let again = s.post(&format!("/studies/{id}/ask"), json!({})).await;
     assert_eq!(again.body["trial"]["id"], trial, "{}", again.body);
@@ -619,7 +644,7 @@ async fn a_requeued_trial_starts_afresh_and_its_late_holder_hears_why() {
 
     // Expired and re-queued but not leased again yet: the late holder is told the
     // lease expired (not that the trial is "not running").
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.clock.advance(lease + Duration::from_millis(1));
     tuner_server::reap_once(&s.state).await.unwrap();
     let t = s.get(&format!("/trials/{trial}")).await;
     assert_eq!(t.body["state"], "pending", "{}", t.body);
@@ -1284,19 +1309,19 @@ async fn trial_lists_filter_sort_page_and_summarize() {
         "not_found",
     );
 
-    for bad in [
-        "sort=bogus",
-        "order=up",
-        "view=tiny",
-        "limit=-1",
-        "page=2",
-        "changed_after=x",
+    // Each refusal names the parameter at fault.
+    for (bad, name) in [
+        ("sort=bogus", "sort"),
+        ("order=up", "order"),
+        ("view=tiny", "view"),
+        ("limit=-1", "limit"),
+        ("state=done", "state"),
+        ("page=2", "page"),
+        ("changed_after=x", "changed_after"),
     ] {
-        assert_error(
-            &s.get(&format!("{path}?{bad}")).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        );
+        let a = s.get(&format!("{path}?{bad}")).await;
+        assert_error(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        assert_eq!(a.body["error"]["details"][0]["path"], name, "{}", a.body);
     }
 }
 
@@ -1787,12 +1812,11 @@ async fn a_full_disk_never_acknowledges_a_write_it_did_not_store() {
     };
     let db = disk.path().join("full.db");
     let store = SqliteStore::open(&db).await.unwrap();
-    let state = AppState::new(Arc::new(store.clone()), ServerConfig::default());
-    let s = TestServer {
-        _dir: tempfile::tempdir().unwrap(),
-        router: app(state.clone()),
-        state,
-    };
+    let s = TestServer::on_store(
+        tempfile::tempdir().unwrap(),
+        store.clone(),
+        ServerConfig::default(),
+    );
     let study = s
         .create(
             "version: 1\nname: full\nobjective: {metric: acc, direction: maximize}\n\

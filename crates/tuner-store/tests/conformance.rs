@@ -1720,7 +1720,26 @@ async fn a_held_study_lock_does_not_block_finishing_a_trial(b: &Backend) {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // PostgreSQL says when a session waits on the asker's lock: no guessing how long
+    // the insert would take were it not blocked.
+    let deadline = std::time::Instant::now() + quick;
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        assert!(!insert.is_finished(), "the insert waits for the study lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing waits for the study lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!insert.is_finished(), "the insert waits for the study lock");
     tx.commit().await.unwrap();
     let inserted = tokio::time::timeout(quick, insert)

@@ -45,6 +45,8 @@ struct ScriptedRunner {
     epochs: u32,
     epoch_time: Duration,
     runs: AtomicU32,
+    /// Epochs trained so far, over all runs: counted before each is reported.
+    epochs_trained: AtomicU32,
 }
 
 impl ScriptedRunner {
@@ -53,8 +55,27 @@ impl ScriptedRunner {
             epochs,
             epoch_time,
             runs: AtomicU32::new(0),
+            epochs_trained: AtomicU32::new(0),
         })
     }
+}
+
+/// Checks `ready` every few milliseconds until it holds; fails the test after 20 s.
+async fn wait_until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 20 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether some trial of the study has reported an epoch: work is in flight.
+async fn an_epoch_reported(client: &ApiClient, study: tuner_core::StudyId) -> bool {
+    let trials = client.list_trials(study).await.unwrap().trials;
+    trials.iter().any(|t| !t.intermediate.is_empty())
 }
 
 impl TrialRunner for ScriptedRunner {
@@ -79,6 +100,7 @@ impl TrialRunner for ScriptedRunner {
             if cancel.load(Ordering::SeqCst) {
                 return RunOutcome::Failed("cancelled".into());
             }
+            self.epochs_trained.fetch_add(1, Ordering::SeqCst);
             last = json!({"val_accuracy": x * f64::from(epoch) / f64::from(self.epochs)})
                 .as_object()
                 .unwrap()
@@ -213,13 +235,17 @@ async fn a_pruned_trial_stops_and_a_stopped_study_fails_its_unfinished_trial() {
         .create_study(&space(5, 1, 0.9, ""), DocFormat::Yaml)
         .await
         .unwrap();
+    // Far more epochs than the stop needs to land in: the run ends at the stop.
     let (w, _) = worker(
         &url,
-        ScriptedRunner::new(20, Duration::from_millis(50)),
+        ScriptedRunner::new(2_000, Duration::from_millis(5)),
         Some(slow.id),
     );
     let run = tokio::spawn(async move { w.run().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("an epoch of the slow trial", async || {
+        an_epoch_reported(&client, slow.id).await
+    })
+    .await;
     client.control(slow.id, "stop").await.unwrap();
     let summary = run.await.unwrap();
     assert_eq!(summary.stopped, 1);
@@ -247,11 +273,14 @@ async fn shutdown_releases_the_running_trial() {
         .unwrap();
     let (w, shutdown) = worker(
         &url,
-        ScriptedRunner::new(50, Duration::from_millis(20)),
+        ScriptedRunner::new(2_000, Duration::from_millis(5)),
         Some(study.id),
     );
     let run = tokio::spawn(async move { w.run().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("an epoch reported", async || {
+        an_epoch_reported(&client, study.id).await
+    })
+    .await;
     shutdown.store(true, Ordering::SeqCst);
     let summary = tokio::time::timeout(Duration::from_secs(5), run)
         .await
@@ -277,17 +306,22 @@ async fn a_worker_rides_out_a_server_restart() {
         .create_study(&space(2, 1, 0.9, ""), DocFormat::Yaml)
         .await
         .unwrap();
-    let (w, _) = worker(
-        &url,
-        ScriptedRunner::new(8, Duration::from_millis(100)),
-        Some(study.id),
-    );
+    let runner = ScriptedRunner::new(8, Duration::from_millis(100));
+    let (w, _) = worker(&url, runner.clone(), Some(study.id));
     let run = tokio::spawn(async move { w.run().await.unwrap() });
 
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    wait_until("an epoch reported", async || {
+        an_epoch_reported(&client, study.id).await
+    })
+    .await;
     server.abort();
     let _ = server.await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Back up only once the worker has had an epoch to report to the dead server.
+    let trained = runner.epochs_trained.load(Ordering::SeqCst);
+    wait_until("an epoch trained while the server is down", async || {
+        runner.epochs_trained.load(Ordering::SeqCst) > trained
+    })
+    .await;
     let (_url, _server) = serve(&db, addr, Duration::from_secs(30)).await;
 
     let summary = tokio::time::timeout(Duration::from_secs(20), run)
@@ -508,15 +542,10 @@ async fn a_worker_whose_server_dies_mid_trial_finishes_through_the_next_keeping_
     let run = tokio::spawn(async move { w.run().await.unwrap() });
 
     // Kill the first replica once the first trial has reported an epoch through it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let trials = client.list_trials(study.id).await.unwrap().trials;
-        if trials.iter().any(|t| !t.intermediate.is_empty()) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no epoch reported");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("an epoch reported", async || {
+        an_epoch_reported(&client, study.id).await
+    })
+    .await;
     doomed.abort();
     let _ = doomed.await;
 

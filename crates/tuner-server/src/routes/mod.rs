@@ -4,14 +4,17 @@ mod trials;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
-    http::{StatusCode, header},
+    extract::{
+        DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State,
+        rejection::BytesRejection,
+    },
+    http::{StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
-use tuner_core::Problem;
+use tuner_core::{Problem, StudyId, TrialId};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -248,25 +251,87 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         bytes
     };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ApiError::invalid(
-            "the request body is not valid",
-            vec![Problem::new(path, e.into_inner().to_string())],
-        )
-    })
+    serde_path_to_error::deserialize(de).map_err(|e| invalid_at("the request body is not valid", e))
 }
 
-/// Parses a numeric id from the path; anything else names no resource.
-/// An id from a path: plain decimal digits only, so one resource has one URL (`+1`,
-/// `01` or ` 1` name nothing).
-pub(crate) fn parse_id(kind: &str, raw: &str) -> Result<i64, ApiError> {
-    let canonical = !raw.is_empty()
-        && raw.bytes().all(|b| b.is_ascii_digit())
-        && (raw == "0" || !raw.starts_with('0'));
-    canonical
-        .then(|| raw.parse::<i64>().ok())
-        .flatten()
-        .ok_or_else(|| ApiError::NotFound(format!("{kind} `{raw}` not found")))
+/// A deserialization error as a 422 naming the field (or query parameter) at fault.
+fn invalid_at(message: &str, e: serde_path_to_error::Error<impl std::fmt::Display>) -> ApiError {
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    ApiError::invalid(
+        message,
+        vec![Problem::new(path, e.into_inner().to_string())],
+    )
+}
+
+/// A JSON request body as `T`: 413 over the size limit, 422 naming the bad field; an
+/// empty body reads as `{}`.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await;
+        parse_json(&body_bytes(state, bytes)?).map(Self)
+    }
+}
+
+/// The query string as `T`, in serde's URL-encoded form (what the client's
+/// `reqwest::RequestBuilder::query` writes), or 422 naming the bad parameter.
+pub(crate) struct UrlQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for UrlQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Self)
+            .map_err(|e| invalid_at("bad query string", e))
+    }
+}
+
+/// An id from the path of `/studies/{id}/...` or `/trials/{id}/...`: plain decimal
+/// digits only, so one resource has one URL (`+1`, `01` or ` 1` name nothing: 404).
+pub(crate) struct PathId<T>(pub T);
+
+/// A kind of id a path may hold.
+pub(crate) trait IdInPath: Sized {
+    /// What the id names, for the 404 message.
+    const KIND: &'static str;
+    fn from_number(id: i64) -> Self;
+}
+
+impl IdInPath for StudyId {
+    const KIND: &'static str = "study";
+    fn from_number(id: i64) -> Self {
+        StudyId(id)
+    }
+}
+
+impl IdInPath for TrialId {
+    const KIND: &'static str = "trial";
+    fn from_number(id: i64) -> Self {
+        TrialId(id)
+    }
+}
+
+impl<T: IdInPath, S: Send + Sync> FromRequestParts<S> for PathId<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::NotFound(e.body_text()))?;
+        let canonical = !raw.is_empty()
+            && raw.bytes().all(|b| b.is_ascii_digit())
+            && (raw == "0" || !raw.starts_with('0'));
+        canonical
+            .then(|| raw.parse::<i64>().ok())
+            .flatten()
+            .map(|id| Self(T::from_number(id)))
+            .ok_or_else(|| ApiError::NotFound(format!("{} `{raw}` not found", T::KIND)))
+    }
 }

@@ -1,22 +1,19 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, Query, State, rejection::BytesRejection},
+    extract::{State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
 };
-use tuner_api::{Best, ErrorBody, Importance, Study, StudyList, TrialEvent, TrialList};
-use tuner_core::{
-    Problem, SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, TrialState, cnn, parse_spec,
+use tuner_api::{
+    Best, ErrorBody, Importance, SortKey, SortOrder, StreamStart, Study, StudyList, TrialEvent,
+    TrialList, TrialQuery, TrialView,
 };
+use tuner_core::{SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, cnn, parse_spec};
 use tuner_store::NewStudy;
 
-use super::{StudyRefusals, body_bytes, parse_id};
+use super::{PathId, StudyRefusals, UrlQuery, body_bytes};
 use crate::{ApiError, AppState, ConflictCode, read_models::study_view, settle::settle, views};
-
-fn study_id(raw: &str) -> Result<StudyId, ApiError> {
-    parse_id("study", raw).map(StudyId)
-}
 
 /// Which syntax the body is in, from its content type.
 fn body_format(headers: &HeaderMap) -> Result<SpecFormat, ApiError> {
@@ -93,7 +90,7 @@ pub async fn create_study(
                 direction: spec.objective.direction,
                 max_retries: spec.budget.max_retries,
             },
-            views::now_ms(),
+            state.now_ms(),
         )
         .await?;
     tracing::info!(study = %record.id, name = %record.name, "study created");
@@ -138,9 +135,9 @@ pub async fn list_studies(State(state): State<AppState>) -> Result<Json<StudyLis
 )]
 pub async fn get_study(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<StudyId>,
 ) -> Result<Json<Study>, ApiError> {
-    Ok(Json(study_view(&state, study_id(&id)?, true).await?))
+    Ok(Json(study_view(&state, id, true).await?))
 }
 
 #[utoipa::path(
@@ -156,42 +153,12 @@ pub async fn get_study(
 )]
 pub async fn delete_study(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<StudyId>,
 ) -> Result<StatusCode, ApiError> {
-    let id = study_id(&id)?;
     state.store().delete_study(id).await?;
     state.forget_study(id);
     tracing::info!(study = %id, "study deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The query of `GET /studies/{id}/trials`: which trials, in which order, how many,
-/// and how much of each.
-#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct TrialFilter {
-    /// Only trials in this state: pending, running, completed, pruned or failed.
-    state: Option<String>,
-    /// `full` (default): metrics and per-epoch history; `summary`: neither, for
-    /// tables and charts over thousands of trials.
-    view: Option<String>,
-    /// `number` (default), `value`, `duration`, `state` or `epoch`.
-    sort: Option<String>,
-    /// `asc` (default) or `desc`. Trials without the sort key come last either way.
-    order: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
-    /// Event stream only: start after this event id, or `now` to skip the events so
-    /// far. A `Last-Event-ID` header (a reconnect) takes precedence.
-    after: Option<String>,
-    /// Only trials with an event after this event id: pass the `last_event_id` of the
-    /// previous answer to get what changed since.
-    changed_after: Option<i64>,
-}
-
-fn bad_query(path: &str, message: String) -> ApiError {
-    ApiError::invalid("bad query string", vec![Problem::new(path, message)])
 }
 
 /// Whether the client asked for a live event stream instead of a list.
@@ -208,7 +175,7 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
     path = "/studies/{id}/trials",
     tag = "trials",
     summary = "A study's trials (JSON), or a live stream of trial events with `Accept: text/event-stream`",
-    params(("id" = i64, Path, description = "The study id"), TrialFilter, ("Last-Event-ID" = Option<i64>, Header, description = "Event stream only: resume after this event")),
+    params(("id" = i64, Path, description = "The study id"), TrialQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Event stream only: resume after this event")),
     responses(
         (status = 200, description = "The trials, or (event stream) one SSE event per trial event: name = kind, id = event id, data = TrialEvent; a `study` event (no id) carries the Study when it is stopped, paused or resumed; an `end` event carries the final Study", content((TrialList = "application/json"), (TrialEvent = "text/event-stream"))),
         StudyRefusals,
@@ -217,97 +184,56 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 )]
 pub async fn list_trials(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<StudyId>,
     headers: HeaderMap,
-    filter: Result<Query<TrialFilter>, axum::extract::rejection::QueryRejection>,
+    query: Result<UrlQuery<TrialQuery>, ApiError>,
 ) -> Result<axum::response::Response, ApiError> {
     if wants_event_stream(&headers) {
-        let id = study_id(&id)?;
         // 404 now rather than an empty stream; and the state changes are announced
         // against, read before the client can see the stream open.
         let study_state = state.store().get_study(id).await?.state;
-        let Query(filter) = filter.map_err(|e| bad_query("query", e.body_text()))?;
+        let UrlQuery(query) = query?;
         let resume = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<i64>().ok());
-        let after = match (resume, filter.after.as_deref()) {
+        let after = match (resume, query.after) {
             (Some(id), _) => id,
             (None, None) => 0,
-            (None, Some("now")) => state.store().last_event_id(id).await?,
-            (None, Some(n)) => n.parse::<i64>().map_err(|_| {
-                bad_query("after", format!("`{n}` is neither an event id nor `now`"))
-            })?,
+            (None, Some(StreamStart::Now)) => state.store().last_event_id(id).await?,
+            (None, Some(StreamStart::After(n))) => n,
         };
         return Ok(crate::watch::event_stream(state, id, after, study_state).into_response());
     }
-    Ok(list_trial_json(state, id, filter).await?.into_response())
+    let UrlQuery(query) = query?;
+    Ok(list_trial_json(state, id, query).await?.into_response())
 }
 
 async fn list_trial_json(
     state: AppState,
-    id: String,
-    filter: Result<Query<TrialFilter>, axum::extract::rejection::QueryRejection>,
+    id: StudyId,
+    query: TrialQuery,
 ) -> Result<Json<TrialList>, ApiError> {
-    let Query(filter) = filter.map_err(|e| bad_query("query", e.body_text()))?;
-    let wanted = filter
-        .state
-        .map(|s| {
-            s.parse::<TrialState>().map_err(|_| {
-                bad_query(
-                    "state",
-                    format!("unknown trial state `{s}`; expected pending, running, completed, pruned or failed"),
-                )
-            })
-        })
-        .transpose()?;
-    let full = match filter.view.as_deref() {
-        None | Some("full") => true,
-        Some("summary") => false,
-        Some(other) => {
-            return Err(bad_query(
-                "view",
-                format!("unknown view `{other}`; expected full or summary"),
-            ));
-        }
-    };
-    let descending = match filter.order.as_deref() {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(other) => {
-            return Err(bad_query(
-                "order",
-                format!("unknown order `{other}`; expected asc or desc"),
-            ));
-        }
-    };
-    let sort_key: fn(&tuner_store::TrialRecord) -> Option<f64> = match filter.sort.as_deref() {
-        None | Some("number") => |t| Some(t.number as f64),
-        Some("value") => |t| t.value,
-        Some("duration") => |t| match (t.started_at, t.finished_at) {
-            (Some(s), Some(f)) => Some((f - s) as f64),
-            _ => None,
-        },
-        Some("epoch") => |t| t.last_epoch.map(f64::from),
-        Some("state") => |t| Some(t.state as u8 as f64),
-        Some(other) => {
-            return Err(bad_query(
-                "sort",
-                format!(
-                    "unknown sort key `{other}`; expected number, value, duration, epoch or state"
-                ),
-            ));
-        }
-    };
-    let id = study_id(&id)?;
+    let sort_key: fn(&tuner_store::TrialRecord) -> Option<f64> =
+        match query.sort.unwrap_or_default() {
+            SortKey::Number => |t| Some(t.number as f64),
+            SortKey::Value => |t| t.value,
+            SortKey::Duration => |t| match (t.started_at, t.finished_at) {
+                (Some(s), Some(f)) => Some((f - s) as f64),
+                _ => None,
+            },
+            SortKey::Epoch => |t| t.last_epoch.map(f64::from),
+            SortKey::State => |t| Some(t.state as u8 as f64),
+        };
+    let descending = query.order == Some(SortOrder::Desc);
     // Read before the trials: a change committed in between is in this answer or in
     // the next `changed_after` one, never in neither.
     let last_event_id = state.store().last_event_id(id).await?;
-    let mut trials = match filter.changed_after {
+    let mut trials = match query.changed_after {
         Some(after) => state.store().trials_changed_after(id, after).await?,
         None => state.store().trial_summaries(id).await?,
     };
-    trials.retain(|t| wanted.is_none_or(|w| t.state == w));
+    trials.retain(|t| query.state.is_none_or(|w| t.state == w));
     // Stable sorts on (key, number): equal keys stay in trial order.
     trials.sort_by(|a, b| match (sort_key(a), sort_key(b)) {
         (Some(x), Some(y)) => {
@@ -319,12 +245,12 @@ async fn list_trial_json(
         (None, None) => std::cmp::Ordering::Equal,
     });
     let total = trials.len() as u64;
-    let offset = filter.offset.unwrap_or(0).min(trials.len());
-    let end = filter
+    let offset = query.offset.unwrap_or(0).min(trials.len());
+    let end = query
         .limit
         .map_or(trials.len(), |l| offset.saturating_add(l).min(trials.len()));
     let mut page: Vec<_> = trials.drain(offset..end).collect();
-    if full {
+    if query.view.unwrap_or_default() == TrialView::Full {
         let ids: Vec<_> = page.iter().map(|t| t.id).collect();
         let mut epochs = state.store().epochs_of_trials(&ids).await?;
         for t in &mut page {
@@ -356,9 +282,8 @@ async fn list_trial_json(
 )]
 pub async fn best_trial(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<StudyId>,
 ) -> Result<Json<Best>, ApiError> {
-    let id = study_id(&id)?;
     let record = state.study(id).await?;
     let spec = state.spec_of(&record)?;
     let best = state
@@ -375,12 +300,11 @@ pub async fn best_trial(
 
 async fn change_state(
     state: &AppState,
-    raw_id: &str,
+    id: StudyId,
     from: &[StudyState],
     to: StudyState,
     reason: &str,
 ) -> Result<Json<Study>, ApiError> {
-    let id = study_id(raw_id)?;
     // Under the ask lock, so no trial is handed out mid-change.
     let lock = state.ask_lock(id);
     let _serialized = lock.lock().await;
@@ -392,7 +316,7 @@ async fn change_state(
         });
     }
     state
-        .set_study_state(id, to, Some(reason), views::now_ms())
+        .set_study_state(id, to, Some(reason), state.now_ms())
         .await?;
     if to == StudyState::Running {
         // Resuming a study whose budget was already spent completes it at once.
@@ -415,11 +339,11 @@ async fn change_state(
 )]
 pub async fn stop_study(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<StudyId>,
 ) -> Result<Json<Study>, ApiError> {
     change_state(
         &state,
-        &id,
+        id,
         &[StudyState::Running, StudyState::Paused],
         StudyState::Stopped,
         "stopped by the user",
@@ -441,11 +365,11 @@ pub async fn stop_study(
 )]
 pub async fn pause_study(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<StudyId>,
 ) -> Result<Json<Study>, ApiError> {
     change_state(
         &state,
-        &id,
+        id,
         &[StudyState::Running],
         StudyState::Paused,
         "paused by the user",
@@ -467,11 +391,11 @@ pub async fn pause_study(
 )]
 pub async fn resume_study(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<StudyId>,
 ) -> Result<Json<Study>, ApiError> {
     change_state(
         &state,
-        &id,
+        id,
         &[StudyState::Paused, StudyState::Stopped],
         StudyState::Running,
         "resumed by the user",
@@ -492,8 +416,8 @@ pub async fn resume_study(
 )]
 pub async fn parameter_importance(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<StudyId>,
 ) -> Result<Json<Importance>, ApiError> {
-    let answer = crate::importance::importance(&state, study_id(&id)?).await?;
+    let answer = crate::importance::importance(&state, id).await?;
     Ok(Json(Importance::clone(&answer)))
 }

@@ -1,7 +1,6 @@
 use axum::{
     Json,
-    body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Request, State, rejection::BytesRejection},
+    extract::{FromRequest, FromRequestParts, Request, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -10,12 +9,12 @@ use serde_json::{Map, Value};
 use tuner_api::{
     AskAnyRequest, AskRequest, AskResponse, CompleteRequest, ErrorBody, FailRequest,
     HeartbeatRequest, HeartbeatResponse, LEASE_TOKEN_HEADER, ReleaseRequest, ReportRequest,
-    ReportResponse, Trial,
+    ReportResponse, Timestamp, Trial,
 };
 use tuner_core::{Problem, StudyId, TrainerKind, TrialId, TrialState};
 use tuner_store::{Finish, NewEpoch};
 
-use super::{LeaseRefusals, body_bytes, parse_id, parse_json};
+use super::{JsonBody, LeaseRefusals, PathId};
 use crate::{
     ApiError, AppState,
     ask::{self, AskOutcome},
@@ -26,10 +25,6 @@ use crate::{
 const MAX_REASON_CHARS: usize = 4_000;
 /// Seconds a worker told to wait should wait before asking again.
 const RETRY_AFTER_SECONDS: &str = "1";
-
-fn trial_id(raw: &str) -> Result<TrialId, ApiError> {
-    parse_id("trial", raw).map(TrialId)
-}
 
 /// The lease token from the body, or else from the `X-Lease-Token` header.
 fn lease_token(header: Option<String>, body_token: Option<String>) -> Result<String, ApiError> {
@@ -87,17 +82,14 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
-        let Path(raw) = Path::<String>::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|e| ApiError::NotFound(e.body_text()))?;
-        let id = trial_id(&raw)?;
+        let PathId(id) = PathId::<TrialId>::from_request_parts(&mut parts, state).await?;
         let header_token = parts
             .headers
             .get(LEASE_TOKEN_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = Bytes::from_request(Request::from_parts(parts, body), state).await;
-        let mut body: T = parse_json(&body_bytes(state, bytes)?)?;
+        let JsonBody(mut body) =
+            JsonBody::<T>::from_request(Request::from_parts(parts, body), state).await?;
         let token = lease_token(header_token, body.take_lease_token())?;
         Ok(Self { id, token, body })
     }
@@ -124,11 +116,9 @@ fn lease_expiry(state: &AppState, now: i64) -> i64 {
 )]
 pub async fn ask_trial(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    PathId(id): PathId<StudyId>,
+    JsonBody(req): JsonBody<AskRequest>,
 ) -> Result<Response, ApiError> {
-    let id = StudyId(parse_id("study", &id)?);
-    let req: AskRequest = parse_json(&body_bytes(&state, body)?)?;
     let worker = req.worker.map(|w| w.chars().take(200).collect::<String>());
     Ok(ask_response(ask::ask(&state, id, worker).await?))
 }
@@ -149,9 +139,8 @@ pub async fn ask_trial(
 )]
 pub async fn ask_any_trial(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<AskAnyRequest>,
 ) -> Result<Response, ApiError> {
-    let req: AskAnyRequest = parse_json(&body_bytes(&state, body)?)?;
     let trainer = req
         .trainer
         .map(|t| {
@@ -201,9 +190,9 @@ fn ask_response(outcome: AskOutcome) -> Response {
 )]
 pub async fn get_trial(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId<TrialId>,
 ) -> Result<Json<Trial>, ApiError> {
-    let trial = state.store().get_trial(trial_id(&id)?).await?;
+    let trial = state.store().get_trial(id).await?;
     Ok(Json(views::trial(&trial)))
 }
 
@@ -223,11 +212,11 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     LeaseCall { id, token, .. }: LeaseCall<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let now = views::now_ms();
+    let now = state.now_ms();
     let expires_at = lease_expiry(&state, now);
     state.store().heartbeat(id, &token, now, expires_at).await?;
     Ok(Json(HeartbeatResponse {
-        expires_at: views::time_text(expires_at),
+        expires_at: Timestamp::from_unix_ms(expires_at),
     }))
 }
 
@@ -303,7 +292,7 @@ pub async fn report(
     let spec = state.spec_of_trial(id).await?;
     check_epoch(req.epoch, spec.trainer.epochs)?;
     let value = objective_value(req.value, &req.metrics, &spec.objective.metric)?;
-    let now = views::now_ms();
+    let now = state.now_ms();
     let expires_at = lease_expiry(&state, now);
     let trial = state
         .store()
@@ -323,7 +312,7 @@ pub async fn report(
     Ok(Json(ReportResponse {
         action,
         reason,
-        expires_at: views::time_text(expires_at),
+        expires_at: Timestamp::from_unix_ms(expires_at),
     }))
 }
 
@@ -425,7 +414,7 @@ async fn finish(
 ) -> Result<Json<Trial>, ApiError> {
     let trial = state
         .store()
-        .finish_trial(id, token, views::now_ms(), how)
+        .finish_trial(id, token, state.now_ms(), how)
         .await?;
     tracing::info!(trial = %id, state = %trial.state, value = ?trial.value, reason = ?trial.failure_reason, "trial finished");
     settle::after_finish(state, &trial).await?;
@@ -450,7 +439,7 @@ pub async fn release_trial(
 ) -> Result<Json<Trial>, ApiError> {
     let trial = state
         .store()
-        .release_trial(id, &token, views::now_ms())
+        .release_trial(id, &token, state.now_ms())
         .await?;
     state.histories().record(&trial).await;
     tracing::info!(trial = %id, "trial released back to the queue");
