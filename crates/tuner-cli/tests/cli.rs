@@ -1097,6 +1097,7 @@ async fn the_gp_suggests_the_same_through_http_as_in_process() {
                 seed: 3,
                 trial_number: n,
                 history: &history,
+                batch: &[],
                 seen: None,
             })
             .unwrap();

@@ -125,6 +125,7 @@ fn run(
                     seed,
                     trial_number: asked as u64,
                     history: &history,
+                    batch: &[],
                     seen: None,
                 })
                 .expect("suggestion");
@@ -243,6 +244,7 @@ fn latency(args: &Args) {
                         seed: 1,
                         trial_number: i as u64,
                         history: &history,
+                        batch: &[],
                         seen: None,
                     })
                     .unwrap();
@@ -262,6 +264,7 @@ fn latency(args: &Args) {
                             seed: 7 + k,
                             trial_number: n as u64,
                             history: &history,
+                            batch: &[],
                             seen: None,
                         })
                         .unwrap();

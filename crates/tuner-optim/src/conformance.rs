@@ -61,6 +61,7 @@ fn ctx<'a>(
         seed,
         trial_number: history.len() as u64,
         history,
+        batch: &[],
         seen: None,
     }
 }

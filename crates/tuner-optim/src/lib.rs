@@ -64,18 +64,53 @@ pub struct SuggestContext<'a> {
     /// The dense per-study number the new trial will get.
     pub trial_number: u64,
     pub history: &'a [Observation],
+    /// Trials handed out after `history` and not in it yet (the earlier asks of the
+    /// same batch), all pending, in number order. Kept apart so that a server answering
+    /// a batch of asks does not copy the whole history for each one.
+    pub batch: &'a [Observation],
     /// `config_key` of every configuration in `history`, if the caller keeps them
     /// (the server does, so a suggestion does not rebuild them all every time).
     pub seen: Option<&'a HashSet<String>>,
 }
 
-impl SuggestContext<'_> {
-    /// Keys of every configuration already handed out, whatever became of it.
-    pub fn seen_keys(&self) -> Cow<'_, HashSet<String>> {
-        match self.seen {
-            Some(seen) => Cow::Borrowed(seen),
-            None => Cow::Owned(self.history.iter().map(|o| config_key(&o.params)).collect()),
+impl<'a> SuggestContext<'a> {
+    /// How many trials there are, the batch's included.
+    pub fn trials(&self) -> usize {
+        self.history.len() + self.batch.len()
+    }
+
+    /// Every trial, the batch's included, in number order (a copy only when there is a
+    /// batch).
+    pub fn observations(&self) -> Cow<'a, [Observation]> {
+        if self.batch.is_empty() {
+            Cow::Borrowed(self.history)
+        } else {
+            Cow::Owned([self.history, self.batch].concat())
         }
+    }
+
+    /// Keys of every configuration already handed out, whatever became of it.
+    pub fn seen_keys(&self) -> SeenKeys<'a> {
+        let keys = |list: &[Observation]| list.iter().map(|o| config_key(&o.params)).collect();
+        SeenKeys {
+            history: match self.seen {
+                Some(seen) => Cow::Borrowed(seen),
+                None => Cow::Owned(keys(self.history)),
+            },
+            batch: keys(self.batch),
+        }
+    }
+}
+
+/// The configurations already handed out: the history's keys and the batch's.
+pub struct SeenKeys<'a> {
+    history: Cow<'a, HashSet<String>>,
+    batch: HashSet<String>,
+}
+
+impl SeenKeys<'_> {
+    pub fn contains(&self, key: &str) -> bool {
+        self.history.contains(key) || self.batch.contains(key)
     }
 }
 

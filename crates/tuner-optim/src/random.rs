@@ -61,4 +61,41 @@ mod tests {
     fn random_sampler_passes_conformance() {
         crate::conformance::run_all(&RandomSampler);
     }
+
+    /// A batch's trials count as handed out: with the history and the batch covering
+    /// all but one configuration of a finite space, that one is the only answer.
+    #[test]
+    fn trials_of_the_batch_are_never_proposed_again() {
+        use crate::{Observation, Outcome};
+        use tuner_core::Direction;
+        let space = crate::conformance::space(
+            "version: 1\nname: t\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 4}\nparameters:\n  k: {type: categorical, values: [a, b, c, d]}\n",
+        );
+        let all = space.enumerate(10).unwrap();
+        let pending = |p: &Params| Observation {
+            params: p.clone(),
+            outcome: Outcome::Pending,
+        };
+        let history: Vec<Observation> = all[..1].iter().map(pending).collect();
+        let batch: Vec<Observation> = all[1..3].iter().map(pending).collect();
+        let seen: std::collections::HashSet<String> =
+            history.iter().map(|o| config_key(&o.params)).collect();
+        let ctx = SuggestContext {
+            space: &space,
+            direction: Direction::Maximize,
+            seed: 1,
+            trial_number: 3,
+            history: &history,
+            batch: &batch,
+            seen: Some(&seen),
+        };
+        assert_eq!(ctx.trials(), 3);
+        assert_eq!(ctx.observations().len(), 3);
+        for seed in 0..20 {
+            let params = RandomSampler
+                .suggest(&SuggestContext { seed, ..ctx })
+                .unwrap();
+            assert_eq!(params, all[3]);
+        }
+    }
 }

@@ -83,6 +83,7 @@ impl StudyHistory {
         Snapshot {
             observations: self.observations.clone(),
             keys: self.keys.clone(),
+            batch: Vec::new(),
             counts: self.counts,
         }
     }
@@ -107,8 +108,11 @@ fn count_of(counts: &mut TrialCounts, state: TrialState) -> &mut u64 {
 /// What a sampler gets: every trial in number order, and their config keys.
 #[derive(Clone, Default)]
 pub struct Snapshot {
+    /// Shared with the history (and other snapshots): never copied.
     pub observations: Arc<Vec<Observation>>,
     pub keys: Arc<HashSet<String>>,
+    /// Trials a batch of asks handed out from this snapshot, after `observations`.
+    pub batch: Vec<Observation>,
     pub counts: TrialCounts,
 }
 
@@ -120,14 +124,20 @@ impl Snapshot {
     }
 
     /// A new trial with these params was handed out: the next suggestion sees it as
-    /// pending. Copies the shared lists once, on the first change.
+    /// pending. It goes to `batch`, not into the shared lists: copying those on a
+    /// batch's first insert cost O(trials) per batch (a replica with small batches spent
+    /// most of its CPU cloning params).
     pub fn inserted(&mut self, params: &Params) {
-        Arc::make_mut(&mut self.keys).insert(config_key(params));
-        Arc::make_mut(&mut self.observations).push(Observation {
+        self.batch.push(Observation {
             params: params.clone(),
             outcome: Outcome::Pending,
         });
         self.counts.running += 1;
+    }
+
+    /// How many trials there are, the batch's included.
+    pub fn trials(&self) -> usize {
+        self.observations.len() + self.batch.len()
     }
 }
 
@@ -207,17 +217,17 @@ impl Histories {
         fetch: F,
     ) -> Result<Snapshot, StoreError>
     where
-        F: FnOnce(u64, Vec<TrialId>) -> Fut,
+        F: FnOnce(u64, Vec<(TrialId, TrialState)>) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<TrialRecord>, StoreError>>,
     {
         let entry = self.entry(id);
         let mut guard = entry.lock().await;
         let h = Self::loaded(&mut guard, store, id).await?;
-        let unfinished: Vec<TrialId> = h
+        let unfinished: Vec<(TrialId, TrialState)> = h
             .index
             .iter()
             .filter(|&(_, &i)| !h.states[i].is_finished())
-            .map(|(&trial, _)| trial)
+            .map(|(&trial, &i)| (trial, h.states[i]))
             .collect();
         let fresh = fetch(h.states.len() as u64, unfinished).await?;
         {

@@ -86,8 +86,9 @@ pub(crate) async fn suggest(
             space: &spec.parameters,
             direction: spec.objective.direction,
             seed: spec.optimizer.seed,
-            trial_number: history.observations.len() as u64,
+            trial_number: history.trials() as u64,
             history: &history.observations,
+            batch: &history.batch,
             seen: Some(&history.keys),
         })
     })

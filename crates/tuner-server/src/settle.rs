@@ -16,6 +16,9 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
     // failed, nothing can end the study, so look no further. Counts read here stay
     // good for the budget check below: once nothing is in flight with the budget
     // spent, nothing more can be handed out.
+    if state.is_shared() && !after_failure && !budget_handed_out(state, id).await? {
+        return Ok(());
+    }
     let shared_counts = if state.is_shared() {
         match state.store().trial_counts(id).await {
             Ok(counts) if counts.in_flight() > 0 && !after_failure => return Ok(()),
@@ -67,6 +70,29 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
             .await?;
     }
     Ok(())
+}
+
+/// Whether every trial of the study's budget has been handed out. Until then no
+/// completion can end the study (the trials that count against the budget are a subset
+/// of those created), so settling on a shared database reads one row instead of the
+/// counts, which cost a scan of the delta rows. Read after the caller's commit: the
+/// completion that ends a study comes after every trial's creation, so it sees them all.
+/// A cached spec is good enough here: `max_trials` never shrinks.
+async fn budget_handed_out(state: &AppState, id: StudyId) -> Result<bool, ApiError> {
+    let created = match state.store().trials_created(id).await {
+        Ok(created) => created,
+        Err(tuner_store::StoreError::StudyNotFound(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let spec = match state.cached_spec(id) {
+        Some(spec) => spec,
+        None => match state.study(id).await {
+            Ok(record) => state.spec_of(&record)?,
+            Err(tuner_store::StoreError::StudyNotFound(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    Ok(created >= u64::from(spec.budget.max_trials))
 }
 
 /// What follows a trial's end, whoever ended it: the sampler's history learns the

@@ -9,21 +9,40 @@
 //! it all back.
 
 use async_trait::async_trait;
-use tuner_core::{Params, StudyState, TrialId};
+use tuner_core::{Params, StudyState, TrialId, TrialState};
 
 use crate::{LeaseGrant, Result, StudyRecord, TrialRecord};
+
+/// `unfinished` of [`AskTxn::trials_from`] split by the state the cache knows: the ids
+/// it knows running, and those it knows pending (a catch-up returns each only if its
+/// state is now another). Re-reading every unfinished trial on every ask instead cost a
+/// replica ~60 rows per ask batch under 64 workers, most of them unchanged.
+pub(crate) fn split_unfinished(unfinished: &[(TrialId, TrialState)]) -> (Vec<i64>, Vec<i64>) {
+    let (mut running, mut pending) = (Vec::new(), Vec::new());
+    for &(id, state) in unfinished {
+        match state {
+            TrialState::Running => running.push(id.0),
+            TrialState::Pending => pending.push(id.0),
+            // Finished trials never change: nothing to catch up on.
+            TrialState::Completed | TrialState::Pruned | TrialState::Failed => {}
+        }
+    }
+    (running, pending)
+}
 
 #[async_trait]
 pub trait AskTxn: Send {
     /// The study as of the lock.
     fn study(&self) -> &StudyRecord;
-    /// The study's trials numbered `next_number` or more, and the current state of each
-    /// of `unfinished`, by number, without epochs: what a cache that knows trials
-    /// `0..next_number` needs to be exact (finished trials never change).
+    /// The study's trials numbered `next_number` or more, and those of `unfinished`
+    /// (the cache's pending and running trials, with the state it knows) that are no
+    /// longer in that state, by number, without epochs: what a cache that knows trials
+    /// `0..next_number` needs to be exact (finished trials never change, and an
+    /// unfinished one's params and value do not change while its state stays).
     async fn trials_from(
         &mut self,
         next_number: u64,
-        unfinished: &[TrialId],
+        unfinished: &[(TrialId, TrialState)],
     ) -> Result<Vec<TrialRecord>>;
     /// Leases the oldest pending (re-queued) trial of the study, if any.
     async fn lease_pending_trial(&mut self, lease: &LeaseGrant) -> Result<Option<TrialRecord>>;

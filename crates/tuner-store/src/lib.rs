@@ -51,13 +51,12 @@ pub trait Store: Send + Sync + 'static {
     /// Starts an ask of the study: holds it against the asks of every server until
     /// the transaction is committed or dropped (see [`AskTxn`]).
     async fn begin_ask(&self, study: StudyId) -> Result<Box<dyn AskTxn>>;
-    /// The study's trials numbered `next_number` or more, and the current state of
-    /// each of `unfinished`, by number, without epochs (a cache catching up).
+    /// What [`AskTxn::trials_from`] reads, outside an ask (a cache catching up).
     async fn trials_from(
         &self,
         study: StudyId,
         next_number: u64,
-        unfinished: &[TrialId],
+        unfinished: &[(TrialId, TrialState)],
     ) -> Result<Vec<TrialRecord>>;
 
     async fn create_study(&self, new: NewStudy, now: i64) -> Result<StudyRecord>;
@@ -74,6 +73,10 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_study(&self, id: StudyId) -> Result<()>;
 
     async fn trial_counts(&self, study: StudyId) -> Result<TrialCounts>;
+    /// How many trials the study has been given so far (the next trial's number),
+    /// whatever became of them: no budget can be spent before this reaches it. A
+    /// primary-key read, much cheaper than the counts on a shared database.
+    async fn trials_created(&self, study: StudyId) -> Result<u64>;
     /// The best completed trial (highest or lowest value by the study's direction;
     /// ties go to the earlier trial).
     async fn best_trial(&self, study: StudyId) -> Result<Option<TrialRecord>>;

@@ -181,8 +181,15 @@ async fn asks_from_replicas_keep_the_budget_exact(b: &Backend) {
     numbers.sort();
     assert_eq!(numbers, (0..10).collect::<Vec<u64>>());
     assert_eq!(two.trial_counts(study.id).await.unwrap().running, 10);
+    // Either handle reads how many trials exist, committed by both.
+    assert_eq!(one.trials_created(study.id).await.unwrap(), 10);
+    assert_eq!(two.trials_created(study.id).await.unwrap(), 10);
     assert!(matches!(
         one.begin_ask(StudyId(9_999)).await,
+        Err(StoreError::StudyNotFound(_))
+    ));
+    assert!(matches!(
+        two.trials_created(StudyId(9_999)).await,
         Err(StoreError::StudyNotFound(_))
     ));
 }
@@ -291,7 +298,10 @@ async fn an_ask_sees_every_replicas_trials_as_they_are(b: &Backend) {
         .unwrap();
     // Replica one knew trial 0 (unfinished); it catches up from number 1.
     let mut txn = one.begin_ask(study.id).await.unwrap();
-    let fresh = txn.trials_from(1, &[a.id]).await.unwrap();
+    let fresh = txn
+        .trials_from(1, &[(a.id, TrialState::Running)])
+        .await
+        .unwrap();
     assert_eq!(
         fresh
             .iter()
@@ -300,6 +310,19 @@ async fn an_ask_sees_every_replicas_trials_as_they_are(b: &Backend) {
         vec![(0, TrialState::Completed), (1, TrialState::Running)]
     );
     assert_eq!(fresh[0].value, Some(0.5));
+    // An unfinished trial still in the state the cache knows is left out; one whose
+    // state moved on comes back.
+    assert!(
+        txn.trials_from(2, &[(b2.id, TrialState::Running)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let moved = txn
+        .trials_from(2, &[(b2.id, TrialState::Pending)])
+        .await
+        .unwrap();
+    assert_eq!(moved.iter().map(|t| t.id).collect::<Vec<_>>(), vec![b2.id]);
     assert!(
         txn.lease_pending_trial(&grant("c", 20, 100))
             .await
@@ -363,6 +386,7 @@ async fn studies_are_created_listed_and_deleted(b: &Backend) {
         .unwrap();
     assert_ne!(a.id, bb.id);
     assert_eq!(a.state, StudyState::Running);
+    assert_eq!(store.trials_created(a.id).await.unwrap(), 0);
     assert_eq!(
         (a.max_retries, a.created_at, a.updated_at),
         (2, 1_000, 1_000)

@@ -17,7 +17,8 @@ use rand_chacha::ChaCha8Rng;
 use tuner_core::{Params, config_key};
 
 use crate::{
-    OptimError, RandomSampler, Sampler, SuggestContext, coder::Coder, derive_seed, gp, sobol::Sobol,
+    OptimError, RandomSampler, Sampler, SeenKeys, SuggestContext, coder::Coder, derive_seed, gp,
+    sobol::Sobol,
 };
 
 mod acquisition;
@@ -116,10 +117,11 @@ impl Sampler for GpSampler {
         }
         let seen = ctx.seen_keys();
         let coder = Coder::new(ctx.space);
-        let use_model = ctx.history.len() >= self.config.initial_trials as usize;
+        let use_model = ctx.trials() >= self.config.initial_trials as usize;
         if use_model {
             let seed = derive_seed(ctx.seed, ctx.trial_number);
-            let model = Model::build(&coder, ctx.direction, ctx.history, seed, &self.config, true);
+            let history = ctx.observations();
+            let model = Model::build(&coder, ctx.direction, &history, seed, &self.config, true);
             if let Some(params) = model.and_then(|m| self.search(&m, ctx, seed, &seen)) {
                 return Ok(params);
             }
@@ -135,10 +137,10 @@ impl GpSampler {
         &self,
         coder: &Coder,
         ctx: &SuggestContext<'_>,
-        seen: &HashSet<String>,
+        seen: &SeenKeys<'_>,
     ) -> Result<Params, OptimError> {
         let sobol = Sobol::scrambled(coder.len(), derive_seed(ctx.seed, SOBOL_DESIGN_STREAM));
-        let start = ctx.history.len() as u64;
+        let start = ctx.trials() as u64;
         for index in start..start + 64 {
             let mut z = sobol.point(index);
             coder.canonicalize(&mut z);
@@ -155,7 +157,7 @@ impl GpSampler {
         model: &Model,
         ctx: &SuggestContext<'_>,
         seed: u64,
-        seen: &HashSet<String>,
+        seen: &SeenKeys<'_>,
     ) -> Option<Params> {
         let coder = model.coder;
         let p = coder.len();
@@ -286,6 +288,7 @@ mod tests {
                     seed: 4,
                     trial_number: i as u64,
                     history: &history,
+                    batch: &[],
                     seen: None,
                 })
                 .unwrap();
@@ -327,6 +330,7 @@ mod tests {
                     seed: 4,
                     trial_number: i,
                     history: &history,
+                    batch: &[],
                     seen: None,
                 })
                 .unwrap();

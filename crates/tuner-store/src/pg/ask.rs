@@ -4,10 +4,12 @@
 
 use async_trait::async_trait;
 
-use tuner_core::{Params, StudyId, StudyState, TrialId, config_key};
+use tuner_core::{Params, StudyId, StudyState, TrialId, TrialState, config_key};
 
 use super::{PgStore, STUDY_COLUMNS, TRIAL_COLUMNS, study_from_row, to_json_text, trial_from_row};
-use crate::{AskTxn, LeaseGrant, Result, StoreError, StudyRecord, TrialRecord};
+use crate::{
+    AskTxn, LeaseGrant, Result, StoreError, StudyRecord, TrialRecord, ask::split_unfinished,
+};
 
 /// Creates the study's next trial, already leased. One statement: the number is taken
 /// from the study's counter under its row lock (concurrent inserts of the study wait for
@@ -113,20 +115,24 @@ pub(super) async fn trials_from<'e, E>(
     executor: E,
     study: StudyId,
     next_number: u64,
-    unfinished: &[TrialId],
+    unfinished: &[(TrialId, TrialState)],
 ) -> Result<Vec<TrialRecord>>
 where
     E: sqlx::Executor<'e, Database = sqlx::Postgres>,
 {
-    let ids: Vec<i64> = unfinished.iter().map(|t| t.0).collect();
+    let (running, pending) = split_unfinished(unfinished);
     let sql = format!(
         "SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = $1 \
-         AND (number >= $2 OR id = ANY($3)) ORDER BY number"
+         AND (number >= $2 \
+              OR (id = ANY($3) AND state <> 'running') \
+              OR (id = ANY($4) AND state <> 'pending')) \
+         ORDER BY number"
     );
     sqlx::query(&sql)
         .bind(study.0)
         .bind(i64::try_from(next_number).unwrap_or(i64::MAX))
-        .bind(ids)
+        .bind(running)
+        .bind(pending)
         .fetch_all(executor)
         .await?
         .iter()
@@ -149,7 +155,7 @@ impl AskTxn for PgAskTxn {
     async fn trials_from(
         &mut self,
         next_number: u64,
-        unfinished: &[TrialId],
+        unfinished: &[(TrialId, TrialState)],
     ) -> Result<Vec<TrialRecord>> {
         trials_from(&mut *self.tx, self.study.id, next_number, unfinished).await
     }

@@ -339,7 +339,7 @@ impl Store for PgStore {
         &self,
         study: StudyId,
         next_number: u64,
-        unfinished: &[TrialId],
+        unfinished: &[(TrialId, TrialState)],
     ) -> Result<Vec<TrialRecord>> {
         trials_from(&self.pool, study, next_number, unfinished).await
     }
@@ -379,6 +379,10 @@ impl Store for PgStore {
 
     async fn trial_counts(&self, study: StudyId) -> Result<TrialCounts> {
         studies::trial_counts(self, study).await
+    }
+
+    async fn trials_created(&self, study: StudyId) -> Result<u64> {
+        studies::trials_created(self, study).await
     }
 
     async fn best_trial(&self, study: StudyId) -> Result<Option<TrialRecord>> {

@@ -66,6 +66,15 @@ pub(super) async fn delete_study(store: &PgStore, id: StudyId) -> Result<()> {
     Ok(())
 }
 
+pub(super) async fn trials_created(store: &PgStore, study: StudyId) -> Result<u64> {
+    let created: Option<i64> = sqlx::query_scalar("SELECT next_number FROM studies WHERE id = $1")
+        .bind(study.0)
+        .fetch_optional(&store.pool)
+        .await?;
+    let created = created.ok_or(StoreError::StudyNotFound(study))?;
+    u64::try_from(created).map_err(|_| StoreError::Corrupt(format!("next trial number {created}")))
+}
+
 pub(super) async fn trial_counts(store: &PgStore, study: StudyId) -> Result<TrialCounts> {
     let rows = sqlx::query(
         "SELECT state, SUM(n)::bigint AS n, COUNT(*) AS rows FROM trial_counts \

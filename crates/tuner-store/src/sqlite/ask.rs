@@ -3,12 +3,14 @@
 //! state set.
 
 use async_trait::async_trait;
-use tuner_core::{Params, StudyId, StudyState, TrialId, config_key};
+use tuner_core::{Params, StudyId, StudyState, TrialId, TrialState, config_key};
 
 use super::{
     SqliteStore, TRIAL_COLUMNS, study_by_id, to_json_text, trial_from_row, write_returning,
 };
-use crate::{AskTxn, LeaseGrant, Result, StoreError, StudyRecord, TrialRecord};
+use crate::{
+    AskTxn, LeaseGrant, Result, StoreError, StudyRecord, TrialRecord, ask::split_unfinished,
+};
 
 /// Creates the study's next trial, already leased: one statement, so the number is
 /// computed and taken atomically.
@@ -104,20 +106,24 @@ pub(super) async fn trials_from<'e, E>(
     executor: E,
     study: StudyId,
     next_number: u64,
-    unfinished: &[TrialId],
+    unfinished: &[(TrialId, TrialState)],
 ) -> Result<Vec<TrialRecord>>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let ids: Vec<i64> = unfinished.iter().map(|t| t.0).collect();
+    let (running, pending) = split_unfinished(unfinished);
     let sql = format!(
         "SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = ? \
-         AND (number >= ? OR id IN (SELECT value FROM json_each(?))) ORDER BY number"
+         AND (number >= ? \
+              OR (id IN (SELECT value FROM json_each(?)) AND state <> 'running') \
+              OR (id IN (SELECT value FROM json_each(?)) AND state <> 'pending')) \
+         ORDER BY number"
     );
     sqlx::query(&sql)
         .bind(study.0)
         .bind(i64::try_from(next_number).unwrap_or(i64::MAX))
-        .bind(serde_json::to_string(&ids).expect("ids serialize"))
+        .bind(serde_json::to_string(&running).expect("ids serialize"))
+        .bind(serde_json::to_string(&pending).expect("ids serialize"))
         .fetch_all(executor)
         .await?
         .iter()
@@ -143,7 +149,7 @@ impl AskTxn for SqliteAskTxn {
     async fn trials_from(
         &mut self,
         next_number: u64,
-        unfinished: &[TrialId],
+        unfinished: &[(TrialId, TrialState)],
     ) -> Result<Vec<TrialRecord>> {
         trials_from(&mut *self.tx, self.study.id, next_number, unfinished).await
     }

@@ -83,6 +83,18 @@ pub(super) async fn trial_counts(store: &SqliteStore, study: StudyId) -> Result<
     Ok(counts)
 }
 
+pub(super) async fn trials_created(store: &SqliteStore, study: StudyId) -> Result<u64> {
+    let created: Option<i64> = sqlx::query_scalar(
+        "SELECT (SELECT COALESCE(MAX(number) + 1, 0) FROM trials WHERE study_id = studies.id) \
+         FROM studies WHERE id = ?",
+    )
+    .bind(study.0)
+    .fetch_optional(&store.pool)
+    .await?;
+    let created = created.ok_or(StoreError::StudyNotFound(study))?;
+    Ok(created as u64)
+}
+
 pub(super) async fn best_trial(store: &SqliteStore, study: StudyId) -> Result<Option<TrialRecord>> {
     let direction = store.get_study(study).await?.direction;
     let order = match direction {
