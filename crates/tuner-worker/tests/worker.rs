@@ -7,37 +7,36 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::{Map, Value, json};
 use tuner_api::{ApiClient, DocFormat, LeasedTrial};
 use tuner_core::{StudyState, TrialState};
-use tuner_server::{AppState, ServerConfig};
+use tuner_server::{Server, ServerConfig, StartError};
 use tuner_store::SqliteStore;
 use tuner_worker::{EpochControl, RunOutcome, TrialRunner, Worker, WorkerOptions};
 
-async fn serve(
-    db: &Path,
-    addr: SocketAddr,
-    lease: Duration,
-) -> (String, tokio::task::JoinHandle<()>) {
-    let store = SqliteStore::open(db).await.unwrap();
-    let state = AppState::new(
-        Arc::new(store),
-        ServerConfig {
-            lease,
-            ..ServerConfig::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, tuner_server::app(state))
-            .await
-            .unwrap();
-    });
-    (url, handle)
+/// A server on `db` as `serve` starts one ([`Server::start`]); dropping it stops it at
+/// once, as a crash would.
+async fn serve(db: &Path, addr: SocketAddr, lease: Duration) -> (String, Server) {
+    let store: Arc<SqliteStore> = Arc::new(SqliteStore::open(db).await.unwrap());
+    let config = ServerConfig {
+        lease,
+        ..ServerConfig::default()
+    };
+    // A server restarted on the same port may find it held a moment longer by the
+    // previous one's listener, dropped by its aborted task.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Server::start(store.clone(), config.clone(), addr).await {
+            Ok(server) => return (server.url(), server),
+            Err(StartError::Bind { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("server did not start: {e}"),
+        }
+    }
 }
 
 /// Reports `epochs` epochs of a made-up learning curve, sleeping `epoch_time` each.
@@ -314,8 +313,7 @@ async fn a_worker_rides_out_a_server_restart() {
         an_epoch_reported(&client, study.id).await
     })
     .await;
-    server.abort();
-    let _ = server.await;
+    drop(server);
     // Back up only once the worker has had an epoch to report to the dead server.
     let trained = runner.epochs_trained.load(Ordering::SeqCst);
     wait_until("an epoch trained while the server is down", async || {
