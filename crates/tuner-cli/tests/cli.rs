@@ -1702,11 +1702,17 @@ async fn three_replicas_on_postgres_survive_a_sigkill() {
     // SIGKILL replica 0 once a good part of the study is done, while asks and
     // completions are in flight on it; restart it on the same address.
     let watch = replicas[1].client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let s = watch.get_study(study.id).await.unwrap();
         if s.counts.completed >= u64::from(TRIALS / 4) {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a quarter of the study not done in 2 minutes: {:?}",
+            s.counts
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let addr = urls[0].trim_start_matches("http://").to_owned();
