@@ -8,6 +8,9 @@ import { axisLeft, objectiveScale, paramScale } from './chart.js';
 import { fill, h, r1, s, stext, stitle, svgRoot } from './dom.js';
 import { fmt, plural } from './format.js';
 
+/** Dots with a tooltip each up to this many trials (beyond, the page would slow down). */
+const TITLED = 1500;
+
 export const sliceChart = {
   renderSlice() {
     const P = this.panels.slice;
@@ -38,13 +41,18 @@ export const sliceChart = {
       for (const tk of x.ticks) stext(ax, { x: r1(tk.pos), y: H - m.b + 15, 'text-anchor': 'middle' }, tk.label);
       stext(svg, { class: 'chart-title', x: m.l, y: 14 }, p.name + (x.kind === 'log' ? ' (log)' : '') + (pts.length < done.length ? ` · active in ${plural(pts.length, 'trial')}` : ''));
       const layer = s('g', { class: 'sl-points' }, g);
+      // Thousands of dots: clones of one circle, and tooltips only while they are few.
+      const proto = s('circle', { class: 'sl-point', r: pts.length > 1000 ? 2.2 : 3 });
       for (const t of pts) {
         const jitter = x.band ? ((((t.number + 3) * 2654435761) >>> 0) % 1000 / 1000 - 0.5) * x.band * 0.5 : 0;
-        const c = s('circle', {
-          class: 'sl-point' + (this.selected.has(t.id) ? ' sel' : ''), r: 3, 'data-tid': t.id,
-          cx: r1(x.at(t.params[p.name]) + jitter), cy: r1(y(t.value)), fill: shade(t),
-        }, layer);
-        stitle(c, `#${t.number} · ${p.name} = ${fmt(t.params[p.name])}\n${this.metric} = ${fmt(t.value)}`);
+        const c = proto.cloneNode(false);
+        if (this.selected.has(t.id)) c.classList.add('sel');
+        c.setAttribute('data-tid', t.id);
+        c.setAttribute('cx', r1(x.at(t.params[p.name]) + jitter));
+        c.setAttribute('cy', r1(y(t.value)));
+        c.setAttribute('fill', shade(t));
+        if (pts.length <= TITLED) stitle(c, `#${t.number} · ${p.name} = ${fmt(t.params[p.name])}\n${this.metric} = ${fmt(t.value)}`);
+        layer.appendChild(c);
       }
       layer.addEventListener('click', (ev) => {
         const id = ev.target.getAttribute && ev.target.getAttribute('data-tid');
