@@ -167,6 +167,118 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
 /// Completed and pruned trials as (number, value).
 type Points = Vec<(f64, f64)>;
 
+/// Whether values are drawn on a log axis: all positive and spanning at least two
+/// decades (a loss falling from 2.3 to 0.01), where a linear axis would flatten all
+/// but the largest.
+fn wants_log(values: impl Iterator<Item = f64> + Clone) -> bool {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    lo > 0.0 && hi.is_finite() && hi / lo >= 100.0
+}
+
+/// A value axis: linear, or log10 of the values (drawn on a linear axis whose labels
+/// give the values back).
+#[derive(Clone, Copy)]
+struct ValueAxis {
+    log: bool,
+}
+
+impl ValueAxis {
+    fn to_axis(self, v: f64) -> f64 {
+        if self.log { v.log10() } else { v }
+    }
+
+    /// The value at an axis position, as a label.
+    fn label(self, y: f64) -> String {
+        let v = if self.log { 10f64.powf(y) } else { y };
+        short(v)
+    }
+
+    /// How many labels to ask plotters for: on a log axis about one a decade, so
+    /// that they fall on 0.01, 0.1, 1 rather than between.
+    fn labels(self, range: &std::ops::Range<f64>) -> usize {
+        if self.log {
+            ((range.end - range.start).ceil() as usize + 1).clamp(2, 12)
+        } else {
+            10
+        }
+    }
+
+    fn desc(self, metric: &str) -> String {
+        if self.log {
+            format!("{metric} (log scale)")
+        } else {
+            metric.to_owned()
+        }
+    }
+}
+
+/// A whole-number axis label (trial, epoch); none between whole numbers.
+fn whole(x: &f64) -> String {
+    let r = x.round();
+    if (x - r).abs() < 1e-9 {
+        format!("{}", r as i64)
+    } else {
+        String::new()
+    }
+}
+
+/// A number in at most 4 significant digits, without trailing zeros.
+fn short(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.1e}")
+    } else {
+        let digits = (3 - a.log10().floor() as i32).clamp(0, 6) as usize;
+        let text = format!("{v:.digits$}");
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            text
+        }
+    }
+}
+
+/// The corner of the plot whose `w` × `h` share (of width and height) holds the
+/// fewest points, for the legend: it then covers as little data as it can.
+fn quiet_corner(
+    points: &[(f64, f64)],
+    x: &std::ops::Range<f64>,
+    y: &std::ops::Range<f64>,
+    w: f64,
+    h: f64,
+) -> SeriesLabelPosition {
+    let fx = |v: f64| (v - x.start) / (x.end - x.start);
+    let fy = |v: f64| (v - y.start) / (y.end - y.start);
+    let corners = [
+        (
+            SeriesLabelPosition::UpperRight,
+            1.0 - w..=1.0,
+            1.0 - h..=1.0,
+        ),
+        (SeriesLabelPosition::LowerRight, 1.0 - w..=1.0, 0.0..=h),
+        (SeriesLabelPosition::UpperLeft, 0.0..=w, 1.0 - h..=1.0),
+        (SeriesLabelPosition::LowerLeft, 0.0..=w, 0.0..=h),
+    ];
+    corners
+        .into_iter()
+        .map(|(pos, cx, cy)| {
+            let inside = points
+                .iter()
+                .filter(|p| cx.contains(&fx(p.0)) && cy.contains(&fy(p.1)))
+                .count();
+            (inside, pos)
+        })
+        .min_by_key(|(inside, _)| *inside)
+        .map_or(SeriesLabelPosition::UpperRight, |(_, pos)| pos)
+}
+
+/// Light horizontal grid lines only: the data, not the mesh, should stand out.
+const GRID: RGBAColor = RGBAColor(0, 0, 0, 0.07);
+
 fn history_points(data: &PlotData) -> Result<(Points, Points)> {
     let points = |state: TrialState| -> Points {
         data.trials
@@ -206,13 +318,24 @@ where
         }
         best.push((x, y));
     }
+    let axis = ValueAxis {
+        log: wants_log(completed.iter().chain(&pruned).map(|p| p.1)),
+    };
+    let on_axis = |points: &[(f64, f64)]| -> Points {
+        points.iter().map(|&(x, y)| (x, axis.to_axis(y))).collect()
+    };
+    let (completed, pruned, best) = (on_axis(&completed), on_axis(&pruned), on_axis(&best));
     let all = completed.iter().chain(&pruned);
     let (lo, hi) = all
         .clone()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
             (lo.min(p.1), hi.max(p.1))
         });
-    let last = all.map(|p| p.0).fold(0.0, f64::max);
+    let last = all.clone().map(|p| p.0).fold(0.0, f64::max);
+    let (xr, yr) = (-0.5..last + 0.5, padded(lo, hi));
+    // The best-so-far line counts too: it runs on to the last trial.
+    let covered: Vec<_> = all.chain(&best).copied().collect();
+    let legend_at = quiet_corner(&covered, &xr, &yr, 0.32, 0.2);
 
     let mut chart = ChartBuilder::on(root)
         .caption(
@@ -225,13 +348,18 @@ where
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(72)
-        .build_cartesian_2d(-0.5..last + 0.5, padded(lo, hi))
+        .build_cartesian_2d(xr, yr.clone())
         .map_err(err)?;
     chart
         .configure_mesh()
+        .y_labels(axis.labels(&yr))
+        .disable_x_mesh()
+        .bold_line_style(GRID)
+        .light_line_style(TRANSPARENT)
         .x_desc("trial")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc(study.objective.metric.as_str())
+        .x_label_formatter(&whole)
+        .y_desc(axis.desc(&study.objective.metric))
+        .y_label_formatter(&|y| axis.label(*y))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;
@@ -261,11 +389,7 @@ where
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
     chart
         .configure_series_labels()
-        .position(if maximize {
-            SeriesLabelPosition::LowerRight
-        } else {
-            SeriesLabelPosition::UpperRight
-        })
+        .position(legend_at)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.3))
         .label_font(("sans-serif", 14))
@@ -320,15 +444,39 @@ where
     let objective = study.objective.metric.as_str();
     let metric = metric.unwrap_or(objective);
     let lines = curve_lines(data, metric)?;
+    let axis = ValueAxis {
+        log: wants_log(lines.iter().flat_map(|(_, c)| c.iter().map(|p| p.1))),
+    };
+    let lines: Vec<(u64, Points)> = lines
+        .into_iter()
+        .map(|(n, c)| {
+            (
+                n,
+                c.into_iter().map(|(x, y)| (x, axis.to_axis(y))).collect(),
+            )
+        })
+        .collect();
     let points = lines.iter().flat_map(|(_, c)| c.iter());
     let (lo, hi) = points
         .clone()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
             (lo.min(p.1), hi.max(p.1))
         });
-    let (first, last) = points.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-        (a.min(p.0), b.max(p.0))
-    });
+    let (first, last) = points
+        .clone()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+    let (xr, yr) = (first - 0.2..last + 0.2, padded(lo, hi));
+    // The legend's height grows with its entries (about 22 px each of ~500).
+    let legend_h = (lines.len() as f64 * 22.0 + 12.0) / 500.0;
+    let legend_at = quiet_corner(
+        &points.copied().collect::<Vec<_>>(),
+        &xr,
+        &yr,
+        0.25,
+        legend_h.min(0.9),
+    );
     let mut chart = ChartBuilder::on(root)
         .caption(
             format!(
@@ -341,14 +489,19 @@ where
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(72)
-        .build_cartesian_2d(first - 0.2..last + 0.2, padded(lo, hi))
+        .build_cartesian_2d(xr, yr.clone())
         .map_err(err)?;
     chart
         .configure_mesh()
+        .y_labels(axis.labels(&yr))
+        .disable_x_mesh()
+        .bold_line_style(GRID)
+        .light_line_style(TRANSPARENT)
         .x_desc("epoch")
-        .y_desc(metric)
+        .y_desc(axis.desc(metric))
+        .y_label_formatter(&|y| axis.label(*y))
         .x_labels((last - first + 1.0).clamp(2.0, 20.0) as usize)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&whole)
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;
@@ -367,7 +520,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend_at)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.3))
         .label_font(("sans-serif", 13))
@@ -610,5 +763,52 @@ mod tests {
         data.trials.clear();
         let e = draw(&data, PlotKind::History, None, &out).unwrap_err();
         assert!(format!("{e:#}").contains("no trial with a value"), "{e:#}");
+    }
+
+    /// Values over more than two decades go on a log axis by themselves; values in a
+    /// narrow band stay linear.
+    #[test]
+    fn skewed_values_get_a_log_axis() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = data();
+        let svg = dir.path().join("h.svg");
+        draw(&data, PlotKind::History, None, &svg).unwrap();
+        assert!(!std::fs::read_to_string(&svg).unwrap().contains("log scale"));
+        for (t, v) in data.trials.iter_mut().zip([2.3, 0.5, 0.004, 0.02]) {
+            t.value = Some(v);
+        }
+        draw(&data, PlotKind::History, None, &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            text.contains("val_accuracy (log scale)"),
+            "the axis says so"
+        );
+        assert!(
+            text.contains("\n0.01\n") && text.contains("\n1\n"),
+            "labels are values, not logs: {text}"
+        );
+        assert!(wants_log([0.01, 5.0].into_iter()));
+        assert!(!wants_log([-1.0, 500.0].into_iter()));
+    }
+
+    /// The legend goes to the corner with the fewest points.
+    #[test]
+    fn the_legend_avoids_the_data() {
+        let (x, y) = (0.0..10.0, 0.0..1.0);
+        // Points rising from lower left to upper right (a maximized history): not
+        // the upper right, where the best points are.
+        let rising: Vec<_> = (0..10)
+            .map(|i| (f64::from(i), f64::from(i) / 10.0))
+            .collect();
+        assert!(matches!(
+            quiet_corner(&rising, &x, &y, 0.3, 0.3),
+            SeriesLabelPosition::LowerRight
+        ));
+        // Everything low (a loss near 0): the legend goes up.
+        let low: Vec<_> = (0..10).map(|i| (f64::from(i), 0.05)).collect();
+        assert!(matches!(
+            quiet_corner(&low, &x, &y, 0.3, 0.3),
+            SeriesLabelPosition::UpperRight
+        ));
     }
 }

@@ -19,65 +19,13 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A `tuner-cli serve` process on an ephemeral loopback port.
-struct Server {
-    child: Child,
-    url: String,
-}
+#[path = "support/server.rs"]
+mod server;
+use server::Server;
 
-impl Server {
-    fn start(db: &Path, extra: &[&str]) -> Self {
-        let addr = if extra.contains(&"--addr") {
-            &[][..]
-        } else {
-            &["--addr", "127.0.0.1:0"][..]
-        };
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(addr)
-            .arg("--db")
-            .arg(db)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("TUNER_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tuner-cli serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let url = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server says where it listens");
-        Self { child, url }
-    }
-
-    fn client(&self) -> ApiClient {
-        ApiClient::new(&self.url)
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no graceful shutdown, as in a crash.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "support/browser.rs"]
+mod browser;
+use browser::Browser;
 
 fn cli(server: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -1257,150 +1205,6 @@ fn plot_writes_svg_and_png_files() {
     assert!(stderr(&out).contains(".svg or .png"), "{}", stderr(&out));
 }
 
-/// A WebDriver session on headless Chromium (Debian's `chromium` and
-/// `chromium-driver`; `.ci/run` installs them).
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start chromedriver ({e}): the dashboard test drives headless Chromium; \
-                     install it with `apt-get install chromium chromium-driver` (as .ci/run does)"
-                )
-            });
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,2600",
-            ]},
-        }}});
-        let mut answer = None;
-        for _ in 0..100 {
-            if let Ok(resp) = http
-                .post(format!("{base}/session"))
-                .json(&capabilities)
-                .send()
-                .await
-            {
-                answer = Some(resp.json::<serde_json::Value>().await.unwrap());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let answer = answer.expect("chromedriver answers");
-        let session = answer["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no browser session: {answer}"))
-            .to_owned();
-        Self {
-            driver,
-            base,
-            session,
-            http,
-        }
-    }
-
-    async fn command(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: serde_json::Value,
-    ) -> serde_json::Value {
-        let url = format!("{}/session/{}", self.base, self.session);
-        let url = if path.is_empty() {
-            url
-        } else {
-            format!("{url}/{path}")
-        };
-        let mut request = self.http.request(method, url);
-        // GET and DELETE carry no body.
-        if !body.is_null() {
-            request = request.json(&body);
-        }
-        let answer: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(
-            answer["value"].get("error").is_none(),
-            "WebDriver {path}: {answer}"
-        );
-        answer["value"].clone()
-    }
-
-    async fn open(&self, url: &str) {
-        self.command(
-            reqwest::Method::POST,
-            "url",
-            serde_json::json!({"url": url}),
-        )
-        .await;
-    }
-
-    async fn eval(&self, script: &str) -> serde_json::Value {
-        self.command(
-            reqwest::Method::POST,
-            "execute/sync",
-            serde_json::json!({"script": script, "args": []}),
-        )
-        .await
-    }
-
-    /// Waits until the page says it has drawn (`body[data-ready]`), or shows an error.
-    async fn wait_ready(&self, page: &str) {
-        for _ in 0..300 {
-            let state = self
-                .eval("return [document.body.dataset.ready || '', (document.getElementById('error') || {}).textContent || '']")
-                .await;
-            assert_eq!(
-                state[1].as_str().unwrap_or("").trim(),
-                "",
-                "the page shows an error"
-            );
-            if state[0] == page {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the {page} page never finished drawing");
-    }
-
-    async fn screenshot(&self, path: &Path) {
-        use base64::Engine;
-        let data = self
-            .command(reqwest::Method::GET, "screenshot", serde_json::Value::Null)
-            .await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(data.as_str().unwrap())
-            .unwrap();
-        assert_eq!(&png[..4], b"\x89PNG");
-        std::fs::write(path, png).unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
 /// A real (tiny) built-in study, trained by `tune`, then shown by the dashboard in
 /// headless Chromium: every chart has its marks, the table its rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1452,10 +1256,17 @@ async fn the_dashboard_renders_a_finished_study_in_a_real_browser() {
     assert_eq!(counts["points"], 4, "a point per trial: {counts}");
     assert_eq!(counts["lines"], 4, "a line per trial: {counts}");
     assert!(counts["curves"].as_u64().unwrap() >= 4, "{counts}");
-    assert_eq!(counts["bars"], 3, "a bar per parameter: {counts}");
+    assert_eq!(counts["bars"], 0, "4 trials are too few to rank: {counts}");
     assert_eq!(counts["cells"], 100, "10 × 10 classes: {counts}");
     assert_eq!(counts["titled"], 100, "every cell has a tooltip: {counts}");
     assert_eq!(counts["rows"], 4, "{counts}");
+    let importance = browser
+        .eval("return document.getElementById('importance').textContent")
+        .await;
+    assert!(
+        importance.as_str().unwrap().contains("Not enough trials"),
+        "{importance}"
+    );
     let classes = browser
         .eval("return document.getElementById('confusion').textContent")
         .await;
@@ -1574,6 +1385,37 @@ async fn the_dashboard_pages_and_sorts_a_large_study() {
         "sorting goes back to the first page"
     );
     assert_eq!(first[1], best.to_string(), "the best trial first: {first}");
+
+    // Brushing the x axis narrows the table to every trial inside the brush, not
+    // only those among the best 1,000 drawn as lines.
+    let (lo, hi) = browser.brush_first_axis((2.0, -2.0), -130, 100).await;
+    let shown = browser
+        .eval("return document.querySelector('#trials .match-count').textContent")
+        .await;
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    let inside = trials
+        .iter()
+        .filter(|t| (lo..=hi).contains(&t.params["x"].as_f64().unwrap()))
+        .count();
+    assert!(inside > 1_000, "more than the lines drawn: {inside}");
+    assert_eq!(
+        shown,
+        format!("{} shown", fmt_thousands(inside)),
+        "[{lo}, {hi}]"
+    );
+}
+
+/// 1234 as "1,234", as the dashboard writes counts.
+fn fmt_thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[path = "../../tuner-store/tests/support/pg.rs"]

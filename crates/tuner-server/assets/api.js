@@ -76,6 +76,24 @@ export async function api(path, signal) {
   return response.json();
 }
 
+/** POST (or DELETE) to the API with the stored token; the JSON answer, or null. */
+export async function apiSend(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: authHeaders(body === undefined ? { Accept: 'application/json' } : { Accept: 'application/json', 'Content-Type': 'application/json' }),
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+    });
+  } catch (e) {
+    throw new ApiError(0, 'network', `Cannot reach the tuner server (${e && e.message ? e.message : e}).`);
+  }
+  if (!response.ok) throw await errorFrom(response);
+  if (response.status === 204) return null;
+  return response.json();
+}
+
 export function errorText(err) {
   if (!err) return 'Unknown error';
   let text = err.message || String(err);

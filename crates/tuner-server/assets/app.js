@@ -9,7 +9,9 @@
  *
  * ES modules, each one concern: this one is the router and start-up; `list.js` and
  * `study.js` are the two pages, the study page's charts are mixins in `history.js`,
- * `parallel.js`, `curves.js`, `importance.js`, `confusion.js` and `table.js`;
+ * `parallel.js`, `curves.js`, `importance.js`, `confusion.js`, `contour.js`,
+ * `slice.js`, `edf.js`, `timeline.js` and `table.js` (with `filter.js` and
+ * `export.js`), its buttons in `controls.js`;
  * `api.js` (the API, token and error chrome), `sse.js` (live events), `pages.js` (the
  * page on screen), `dom.js`, `format.js`, `chart.js` (colours, scales, axes),
  * `stats.js` (fallback importance) and `constants.js` serve them.

@@ -143,3 +143,55 @@ export function withRange(f, r0, r1v) {
   f.range1 = r1v;
   return f;
 }
+
+/** Whether parameter p is drawn as categories (bands) rather than on a number line. */
+export function isCategorical(p) {
+  return p.type === 'categorical' || (p.values && p.values.length && p.type !== 'float' && p.type !== 'int');
+}
+
+/**
+ * A parameter's axis onto [r0, r1]: numbers on a (log) scale over the search range
+ * and the values seen; categories as equal bands. `at(v)` is null for a missing value.
+ */
+export function paramScale(p, trials, r0, r1v) {
+  const get = (t) => (t.params ? t.params[p.name] : undefined);
+  if (isCategorical(p) || trials.some((t) => { const v = get(t); return v != null && typeof v !== 'number'; })) {
+    const values = p.values && p.values.length ? p.values.slice() : [];
+    const index = new Map(values.map((v, i) => [String(v), i]));
+    for (const t of trials) {
+      const v = get(t);
+      if (v != null && !index.has(String(v))) { index.set(String(v), values.length); values.push(v); }
+    }
+    const n = Math.max(1, values.length);
+    const band = (r1v - r0) / n;
+    const at = (v) => (v == null || !index.has(String(v)) ? null : r0 + band * (index.get(String(v)) + 0.5));
+    return {
+      kind: 'categorical', values, band, at, index: (v) => (v == null ? null : index.get(String(v))),
+      ticks: values.map((v, i) => ({ pos: r0 + band * (i + 0.5), label: fmt(v) })),
+    };
+  }
+  const vals = [];
+  for (const t of trials) { const v = get(t); if (typeof v === 'number' && Number.isFinite(v)) vals.push(v); }
+  let lo = Number.isFinite(p.min) ? p.min : Infinity;
+  let hi = Number.isFinite(p.max) ? p.max : -Infinity;
+  const ext = extent(vals);
+  if (ext) { lo = Math.min(lo, ext[0]); hi = Math.max(hi, ext[1]); }
+  if (!Number.isFinite(lo)) { lo = 0; hi = 1; }
+  const sc = scale(lo, hi, r0, r1v, p.log);
+  let tv = sc.ticks(4);
+  if (p.type === 'int') tv = tv.filter((v) => Number.isInteger(v));
+  return {
+    kind: sc.log ? 'log' : 'linear', scale: sc,
+    at: (v) => (typeof v === 'number' && Number.isFinite(v) ? sc(v) : null),
+    ticks: tv.map((v) => ({ pos: sc(v), label: fmt(v) })),
+  };
+}
+
+/** An objective axis: logarithmic for positive values spanning two decades or more. */
+export function objectiveScale(values, r0, r1v, log) {
+  const raw = extent(values);
+  const positive = raw && raw[0] > 0;
+  const useLog = log == null ? positive && raw[1] / raw[0] >= 100 : !!log && positive;
+  const ext = useLog ? logExtent(values, 0.04) : extent(values, 0.05);
+  return withRange(scale(ext[0], ext[1], r0, r1v, useLog), r0, r1v);
+}

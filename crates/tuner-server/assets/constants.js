@@ -10,6 +10,8 @@ export const PAGE_SIZE = 50;
 export const TOP_CURVES = 10;
 /** Running trials whose curves are drawn while a study is live. */
 export const RUNNING_CURVES = 3;
+/** Pruned trials whose curves are drawn when asked (the latest ones). */
+export const PRUNED_CURVES = 20;
 /** Parallel coordinates: best trials drawn as individual coloured lines. */
 export const PC_MAX_LINES = 1000;
 /** Refetch the importance at most this often while a study runs. */

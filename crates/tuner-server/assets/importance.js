@@ -7,6 +7,9 @@ import { fill, h, r1, s, stext, stitle, svgRoot } from './dom.js';
 import { fmtPct, plural } from './format.js';
 import { fallbackImportance } from './stats.js';
 
+/** Completed trials below which the browser's fallback ranks nothing. */
+const FALLBACK_MIN = 10;
+
 export const importanceChart = {
   renderImportance() {
     const P = this.panels.importance;
@@ -15,21 +18,30 @@ export const importanceChart = {
     let items = [];
     let fallback = false;
     const nDone = this.completed.length;
+    const tooFew = (why) => {
+      P.sub.textContent = why;
+      fill(P.tools);
+      fill(P.body, note(`Not enough trials to rank the parameters: ${plural(nDone, 'completed trial')} so far.`, 'not-enough'));
+    };
     if (imp && Array.isArray(imp.parameters) && imp.parameters.length) {
       items = imp.parameters.map((p) => ({ name: p.name, value: p.importance }));
       P.sub.textContent = `${imp.method} · ${plural(imp.completed_trials, 'completed trial')}` + (imp.note ? ` · ${imp.note}` : '');
+    } else if (!this.importanceError) {
+      // The server answers with a note and no figures below its minimum; a handful of
+      // trials would give noise, not a ranking, so none is made up here either.
+      tooFew(imp && imp.note ? `The server's model ${imp.note}.` : 'The server has no figures yet.');
+      return;
+    } else if (nDone < FALLBACK_MIN) {
+      tooFew(`The server's figures are unavailable (${errorText(this.importanceError)}).`);
+      return;
     } else {
       fallback = true;
-      items = nDone >= 3 ? fallbackImportance(this.completed, this.params) : [];
-      const why = this.importanceError ? `The server's figures are unavailable (${errorText(this.importanceError)}).`
-        : imp && imp.note ? `Server: ${imp.note}` : 'The server has no figures yet.';
-      P.sub.textContent = items.length
-        ? `Fallback computed in the browser: |Spearman ρ| (numeric parameters) or correlation ratio η (categorical) between each parameter and ${this.metric} over ${plural(nDone, 'completed trial')}. ${why}`
-        : why;
+      items = fallbackImportance(this.completed, this.params);
+      P.sub.textContent = `Fallback computed in the browser: |Spearman ρ| (numeric parameters) or correlation ratio η (categorical) between each parameter and ${this.metric} over ${plural(nDone, 'completed trial')}. The server's figures are unavailable (${errorText(this.importanceError)}).`;
     }
     fill(P.tools, fallback && items.length ? h('span', { class: 'badge', title: 'Computed in the browser, not by the server' }, 'fallback') : null);
     if (!items.length) {
-      fill(P.body, note(nDone < 3 ? 'Not enough completed trials yet.' : 'No parameters to rank.'));
+      fill(P.body, note('No parameters to rank.'));
       return;
     }
     items.sort((a, b) => b.value - a.value);

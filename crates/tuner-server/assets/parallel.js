@@ -218,7 +218,7 @@ export const parallelChart = {
           this.pcFilters.set(d.name, [a, b]);
         }
         start = null;
-        this.applyPcFilters(dims, top, bottom);
+        this.applyPcFilters(dims, top, bottom, true);
       };
       zone.addEventListener('pointerup', finish);
       zone.addEventListener('pointercancel', () => { start = null; });
@@ -226,34 +226,68 @@ export const parallelChart = {
 
     this.pcDims = dims;
     fill(P.body, h('div', { class: 'chart-scroll' }, svg));
-    this.pcInfo = { total: done.length, shown: shown.length, rest: rest.length };
+    this.pcInfo = { total: done.length, shown: shown.length, rest: rest.length, done, pathOf, rows, svg };
     this.applyPcFilters(dims, top, bottom);
   },
 
-  applyPcFilters(dims, top, bottom) {
+  clearPcFilters() {
+    this.pcFilters.clear();
+    this.renderParallel();
+    this.sortCache = null;
+    this.renderTable();
+  },
+
+  /**
+   * Dims the lines outside the brushes and narrows the trial table to every
+   * completed trial inside them (the grey ones beyond the best PC_MAX_LINES too).
+   */
+  applyPcFilters(dims, top, bottom, fromUser) {
     const P = this.panels.parallel;
     const active = dims.map((d, i) => [i, this.pcFilters.get(d.name)]).filter(([, f]) => f);
-    let matching = 0;
-    for (const line of this.pcLines) {
-      let ok = true;
+    const inside = (ys) => {
       for (const [i, f] of active) {
-        const yy = line.ys[i];
-        if (yy == null) { ok = false; break; }
+        const yy = ys[i];
+        if (yy == null) return false;
         const frac = (yy - top) / (bottom - top);
-        if (frac < f[0] || frac > f[1]) { ok = false; break; }
+        if (frac < f[0] || frac > f[1]) return false;
       }
-      if (ok) matching++;
-      line.el.classList.toggle('dim', !ok);
-    }
+      return true;
+    };
+    for (const line of this.pcLines) line.el.classList.toggle('dim', !inside(line.ys));
     const info = this.pcInfo;
+    const old = info.svg.querySelector('.pc-rest-match');
+    if (old) old.remove();
+    if (active.length) {
+      const ids = new Set();
+      let dd = '';
+      info.done.forEach((t, k) => {
+        const ys = k < info.shown ? null : info.rows(t);
+        if (inside(ys || this.pcLines[info.shown - 1 - k].ys)) {
+          ids.add(t.id);
+          if (ys) dd += info.pathOf(ys);
+        }
+      });
+      if (dd) {
+        const restMatch = s('path', { class: 'pc-rest-match', d: dd });
+        info.svg.insertBefore(restMatch, info.svg.querySelector('.pc-lines'));
+      }
+      this.pcMatch = ids;
+    } else {
+      this.pcMatch = null;
+    }
+    this.pcMatchVersion = (this.pcMatchVersion || 0) + 1;
+    if (fromUser) {
+      this.tbl.page = 0;
+      this.renderTable();
+    }
     let text = info.rest
       ? `${fmtInt(info.total)} completed trials: the best ${fmtInt(info.shown)} drawn as coloured lines, the other ${fmtInt(info.rest)} as faint grey lines.`
       : `${plural(info.total, 'completed trial')}, one line each.`;
-    text += ` Colour: ${this.metric} (yellow = best). Drag along an axis to filter; click a line to show its curve.`;
+    text += ` Colour: ${this.metric} (yellow = best). Drag along an axis to filter (the trial table follows); click a line to show its curve.`;
     P.sub.textContent = text;
     if (active.length) {
-      fill(P.tools, h('span', { class: 'filter-info' }, `${fmtInt(matching)} of ${fmtInt(this.pcLines.length)} lines match`),
-        h('button', { type: 'button', class: 'small', onclick: () => { this.pcFilters.clear(); this.renderParallel(); } }, 'Clear filters'));
+      fill(P.tools, h('span', { class: 'filter-info' }, `${fmtInt(this.pcMatch.size)} of ${fmtInt(info.total)} trials match`),
+        h('button', { type: 'button', class: 'small', onclick: () => this.clearPcFilters() }, 'Clear filters'));
     } else {
       fill(P.tools);
     }

@@ -5,16 +5,21 @@
 
 import { ApiError, api, clearError, isAbort, isAuth, note, report, setCrumbs, setLive, stateBadge } from './api.js';
 import { confusionChart } from './confusion.js';
-import { IMPORTANCE_EVERY_MS, PALETTE, RUNNING_CURVES, TOP_CURVES, TRIAL_STATES } from './constants.js';
+import { contourChart } from './contour.js';
+import { studyControls } from './controls.js';
+import { IMPORTANCE_EVERY_MS, PALETTE, PRUNED_CURVES, RUNNING_CURVES, TOP_CURVES, TRIAL_STATES } from './constants.js';
 import { curvesChart } from './curves.js';
 import { fill, h } from './dom.js';
+import { edfChart } from './edf.js';
 import { fmt, fmtAgo, fmtInt, fmtTime } from './format.js';
 import { historyChart } from './history.js';
 import { importanceChart } from './importance.js';
 import { segmentBar } from './list.js';
 import { parallelChart } from './parallel.js';
+import { sliceChart } from './slice.js';
 import { followEvents } from './sse.js';
 import { trialTable } from './table.js';
+import { timelineChart } from './timeline.js';
 
 function studyIsLive(st) {
   if (!st) return false;
@@ -75,7 +80,7 @@ export class StudyPage {
     this.selected = new Set();
     this.colors = new Map();
     this.nextColor = 0;
-    this.tbl = { sort: 'number', order: 'asc', page: 0, state: '' };
+    this.tbl = { sort: 'number', order: 'asc', page: 0, state: '', filter: '' };
     this.sortCache = null;
     this.pcFilters = new Map();
     this.historyLog = null; // null: automatic
@@ -96,8 +101,12 @@ export class StudyPage {
       this.panel('history', 'Optimization history'),
       this.panel('curves', 'Learning curves'),
       this.panel('parallel', 'Parallel coordinates', true),
+      this.panel('contour', 'Contour'),
       this.panel('importance', 'Parameter importance'),
+      this.panel('slice', 'Slices', true),
+      this.panel('edf', 'Distribution of values (EDF)'),
       this.panel('confusion', 'Confusion matrix of the best trial'),
+      this.panel('timeline', 'Timeline by worker', true),
       this.panel('trials', 'Trials', true));
     root.append(this.head, grid);
     this.grid = grid;
@@ -124,6 +133,7 @@ export class StudyPage {
     clearTimeout(this.refreshTimer);
     clearTimeout(this.resizeTimer);
     if (this.resizeObs) this.resizeObs.disconnect();
+    for (const d of document.querySelectorAll('dialog.confirm')) d.close(); // asked on this page
     setLive(null);
   }
 
@@ -185,6 +195,8 @@ export class StudyPage {
     const ranked = this.completed.slice().sort((a, b) => dir * (a.value - b.value) || a.number - b.number);
     this.topIds = ranked.slice(0, TOP_CURVES).map((t) => t.id);
     this.rankedCompleted = ranked;
+    this.prunedIds = trials.filter((t) => t.state === 'pruned' && t.last_epoch)
+      .sort((a, b) => b.number - a.number).slice(0, PRUNED_CURVES).map((t) => t.id);
     this.runningIds = this.live
       ? trials.filter((t) => t.state === 'running' && t.last_epoch).sort((a, b) => b.number - a.number).slice(0, RUNNING_CURVES).map((t) => t.id)
       : [];
@@ -246,6 +258,7 @@ export class StudyPage {
     this.topIds.forEach(push);
     this.selected.forEach(push);
     this.runningIds.forEach(push);
+    if (this.curvesPruned) this.prunedIds.forEach(push);
     return out;
   }
 
@@ -285,6 +298,7 @@ export class StudyPage {
     // Reconnects resume with Last-Event-ID, which the server prefers over `after`.
     const url = `/studies/${this.id}/trials?after=${this.lastEventId == null ? 'now' : this.lastEventId}`;
     let lost = false;
+    this.following = true;
     try {
       await followEvents(url, this.ctrl.signal, (name, data) => this.onEvent(name, data), (st) => {
         if (!this.alive) return;
@@ -300,6 +314,8 @@ export class StudyPage {
       if (!this.alive || isAbort(e)) return;
       report(e);
       setLive(null);
+    } finally {
+      this.following = false;
     }
   }
 
@@ -410,10 +426,39 @@ export class StudyPage {
       this.pcSig = pcSig;
       this.renderParallel();
     }
+    const viewSig = `${this.version}|${this.importanceCompleted}|${[...this.widths.values()].join(',')}`;
+    if (viewSig !== this.viewSig) {
+      this.viewSig = viewSig;
+      this.renderViews();
+    }
+    this.hideEmptyPanels();
     this.renderCurves();
     this.renderImportance();
     this.renderConfusion();
     this.renderTable();
+  }
+
+  /**
+   * An external study whose trials report no epochs has no learning curves, and one
+   * whose best trial reports no confusion matrix has none to show: those panels go
+   * rather than stand empty. (A built-in study keeps them while they fill.)
+   */
+  hideEmptyPanels() {
+    const external = !(this.study.spec && this.study.spec.trainer);
+    const finished = this.trials.some((t) => t.state === 'completed' || t.state === 'pruned' || t.state === 'failed');
+    const epochs = this.trials.some((t) => t.last_epoch != null);
+    this.panels.curves.sec.hidden = !epochs && (external || finished);
+    const metrics = this.best && this.best.trial && this.best.trial.metrics;
+    const cm = metrics && Array.isArray(metrics.confusion_matrix) && metrics.confusion_matrix.length;
+    this.panels.confusion.sec.hidden = !cm && !this.bestError && (external || !!this.best);
+  }
+
+  /** The contour, slices, EDF and timeline: redrawn when the trials change. */
+  renderViews() {
+    this.renderContour();
+    this.renderSlice();
+    this.renderEdf();
+    this.renderTimeline();
   }
 
   onResize() {
@@ -429,6 +474,7 @@ export class StudyPage {
       this.measure();
       this.renderHistory();
       this.renderParallel();
+      this.renderViews();
       this.renderCurves();
       this.renderImportance();
       this.renderConfusion();
@@ -478,7 +524,9 @@ export class StudyPage {
       h('div', { class: 'head-row' },
         h('h1', null, st.name),
         stateBadge(st.state),
-        st.state_reason ? h('span', { class: 'reason' }, st.state_reason) : null),
+        st.state_reason ? h('span', { class: 'reason' }, st.state_reason) : null,
+        h('span', { class: 'spacer' }),
+        this.controlsEl = h('div', { class: 'controls-slot' }, this.controls())),
       spec.description ? h('p', { class: 'desc' }, spec.description) : null,
       h('dl', { class: 'facts' },
         h('div', null, h('dt', null, 'Objective'), h('dd', null, `${this.direction} `, h('code', null, this.metric))),
@@ -502,5 +550,10 @@ Object.assign(
   curvesChart,
   importanceChart,
   confusionChart,
+  contourChart,
+  sliceChart,
+  edfChart,
+  timelineChart,
+  studyControls,
   trialTable,
 );
