@@ -228,8 +228,15 @@ enum Command {
     Stop { id: StudyId },
     /// Pause a study: no new trials until `resume`.
     Pause { id: StudyId },
-    /// Resume a paused or stopped study.
+    /// Resume a paused, stopped or failed study, or a completed one with budget left.
     Resume { id: StudyId },
+    /// Give a study more trials: `--max-trials` is the new total (a completed study
+    /// runs again).
+    Extend {
+        id: StudyId,
+        #[arg(long)]
+        max_trials: u32,
+    },
     /// Delete a study and all its trials.
     Delete { id: StudyId },
     /// Copy studies, with their trials, epochs and event log, from one database into
@@ -664,6 +671,14 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stop { id } => control(&client()?, id, "stop").await,
         Command::Pause { id } => control(&client()?, id, "pause").await,
         Command::Resume { id } => control(&client()?, id, "resume").await,
+        Command::Extend { id, max_trials } => {
+            let study = client()?.extend(id, max_trials).await?;
+            println!(
+                "study {id} now has a budget of {} trials and is {}",
+                study.max_trials, study.state
+            );
+            Ok(())
+        }
         Command::Copy { from, to, studies } => copy::copy(&from, &to, &studies).await,
         Command::Delete { id } => {
             client()?.delete_study(id).await?;

@@ -1987,3 +1987,58 @@ fn copy_moves_studies_from_sqlite_to_postgres_where_they_read_the_same() {
         assert_eq!(stdout(&on_target), stdout(&on_source), "{args:?}");
     }
 }
+
+/// `extend` through one replica raises the budget that another replica, which has
+/// already read (and cached) the study, uses at its very next ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_on_one_replica_is_obeyed_by_the_other_at_its_next_ask() {
+    let Some(db) = pg_database().await else {
+        return;
+    };
+    let db_path = Path::new(&db);
+    let (one, two) = (Server::start(db_path, &[]), Server::start(db_path, &[]));
+    let study = one
+        .client()
+        .create_study(&space(2, 1), DocFormat::Yaml)
+        .await
+        .unwrap();
+    assert_eq!(worker(two.client(), study.id, "w".into()).await, 2);
+    assert_eq!(
+        two.client().get_study(study.id).await.unwrap().state,
+        StudyState::Completed
+    );
+
+    let refused = cli(&one.url, &["resume", &study.id.to_string()]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("extend"), "{}", stderr(&refused));
+    let extended = cli(
+        &one.url,
+        &["extend", &study.id.to_string(), "--max-trials", "5"],
+    );
+    assert!(extended.status.success(), "{}", stderr(&extended));
+    assert_eq!(
+        stdout(&extended).trim(),
+        format!(
+            "study {} now has a budget of 5 trials and is running",
+            study.id
+        )
+    );
+    let too_few = cli(
+        &one.url,
+        &["extend", &study.id.to_string(), "--max-trials", "4"],
+    );
+    assert!(!too_few.status.success());
+    assert!(
+        stderr(&too_few).contains("above the study's current 5"),
+        "{}",
+        stderr(&too_few)
+    );
+
+    // The other replica hands out exactly the 3 new trials.
+    assert_eq!(worker(two.client(), study.id, "w".into()).await, 3);
+    let done = two.client().get_study(study.id).await.unwrap();
+    assert_eq!(
+        (done.state, done.counts.completed),
+        (StudyState::Completed, 5)
+    );
+}

@@ -89,15 +89,23 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+struct CachedSpec {
+    stored: serde_json::Value,
+    parsed: Arc<StudySpec>,
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     /// Other servers write to the same database (replicas on PostgreSQL): decisions are
     /// made in the database, and this server's memory only caches what never changes
-    /// (specs, which study a trial is in) or what it catches up on under a lock.
+    /// (which study a trial is in), what it checks against the record it reads (specs)
+    /// or what it catches up on under a lock.
     shared: bool,
     config: ServerConfig,
-    /// Parsed specs by study (they never change once created).
-    specs: Mutex<HashMap<StudyId, Arc<StudySpec>>>,
+    /// Parsed specs by study, each with the stored document it was parsed from: an
+    /// extend (here or on another replica) changes `budget.max_trials`, so a cached spec
+    /// is used only while the study's record still holds that document.
+    specs: Mutex<HashMap<StudyId, CachedSpec>>,
     /// One lock per study serializes `ask`, so budget counting and trial numbering
     /// cannot race between concurrent workers.
     ask_locks: Mutex<HashMap<StudyId, Arc<tokio::sync::Mutex<()>>>>,
@@ -260,10 +268,18 @@ impl AppState {
         self.inner.next_expiry.store(i64::MIN, Ordering::SeqCst);
     }
 
-    /// The parsed spec of a study, from the cache or the stored document.
+    /// The parsed spec of a study, from the cache while it was parsed from the record's
+    /// document, else from that document.
     fn spec_of(&self, record: &StudyRecord) -> Result<Arc<StudySpec>, ApiError> {
-        if let Some(spec) = self.cached_spec(record.id) {
-            return Ok(spec);
+        if let Some(cached) = self
+            .inner
+            .specs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&record.id)
+            .filter(|cached| cached.stored == record.spec)
+        {
+            return Ok(cached.parsed.clone());
         }
         let spec = parse_spec_value(&record.spec).map_err(|e| {
             ApiError::Internal(format!(
@@ -276,17 +292,25 @@ impl AppState {
             .specs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(record.id, spec.clone());
+            .insert(
+                record.id,
+                CachedSpec {
+                    stored: record.spec.clone(),
+                    parsed: spec.clone(),
+                },
+            );
         Ok(spec)
     }
 
+    /// Any spec of the study parsed before, maybe older than the stored one: good for
+    /// what an extend never changes (the objective, the trainer, the pruner).
     fn cached_spec(&self, id: StudyId) -> Option<Arc<StudySpec>> {
         self.inner
             .specs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-            .cloned()
+            .map(|cached| cached.parsed.clone())
     }
 
     /// The spec of the study a trial belongs to (what report and complete need to find
@@ -296,7 +320,8 @@ impl AppState {
             Some(study) => study,
             None => self.store().study_of_trial(id).await?,
         };
-        // Specs never change: no need to read the study again once one is cached.
+        // Only `budget.max_trials` ever changes, which report and complete do not read:
+        // no need to read the study again once a spec is cached.
         if let Some(spec) = self.cached_spec(study) {
             return Ok(spec);
         }
