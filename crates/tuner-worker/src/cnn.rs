@@ -27,6 +27,9 @@ pub struct CnnRunner {
     data: OnceLock<Result<Arc<FashionMnist>, String>>,
 }
 
+/// Images the environment check trains on: enough for one batch of the default config.
+const CHECK_IMAGES: usize = 64;
+
 impl CnnRunner {
     /// `data_dir` overrides the usual search (`FASHION_MNIST_DIR`, the Debian
     /// package's folder, `./data`).
@@ -115,6 +118,21 @@ impl TrialRunner for CnnRunner {
         "fashion-mnist-cnn"
     }
 
+    /// Loads the data set and trains the default config for one batch on it.
+    fn check_environment(&self) -> Result<(), String> {
+        let data = self.data()?;
+        let options = TrainOptions {
+            epochs: 1,
+            train_limit: Some(CHECK_IMAGES),
+            val_limit: Some(CHECK_IMAGES),
+            ..TrainOptions::default()
+        };
+        let mut quiet = |_: &EpochMetrics| EpochControl::Continue;
+        tuner_train::train(&CnnConfig::default(), &data, &options, &mut quiet)
+            .map(|_| ())
+            .map_err(|e| format!("the built-in trainer does not run here: {e}"))
+    }
+
     fn run(
         &self,
         trial: &LeasedTrial,
@@ -127,16 +145,17 @@ impl TrialRunner for CnnRunner {
         };
         let data = match self.data() {
             Ok(d) => d,
-            Err(e) => return RunOutcome::Failed(e),
+            Err(e) => return RunOutcome::WorkerFault(e),
         };
         let options = train_options(trial, &config);
         let mut observer = Observer { on_epoch, cancel };
         let outcome = match tuner_train::train(&config, &data, &options, &mut observer) {
             Ok(o) => o,
+            Err(e) if e.is_environment() => return RunOutcome::WorkerFault(e.to_string()),
             Err(e) => return RunOutcome::Failed(e.to_string()),
         };
         if cancel.load(Ordering::SeqCst) {
-            return RunOutcome::Failed("cancelled".into());
+            return RunOutcome::WorkerFault("interrupted".into());
         }
         let Some(last) = outcome.history.last() else {
             return RunOutcome::Failed("training stopped before the first epoch ended".into());
