@@ -538,6 +538,38 @@ fn tune_and_train_explain_missing_data() {
 }
 
 #[test]
+fn an_explicit_data_folder_that_does_not_exist_is_an_error() {
+    // The Debian copy is installed here: it must not stand in for the folder named.
+    let out = Command::new(BIN)
+        .arg("data")
+        .env("FASHION_MNIST_DIR", "/nonexistent/fmnist")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("/nonexistent/fmnist (no such directory; named by FASHION_MNIST_DIR"),
+        "{err}"
+    );
+    let worker = Command::new(BIN)
+        .args([
+            "--server",
+            "http://127.0.0.1:9",
+            "worker",
+            "--data-dir",
+            "/nonexistent/fmnist",
+        ])
+        .output()
+        .unwrap();
+    assert!(!worker.status.success());
+    let err = stderr(&worker);
+    assert!(
+        err.contains("this worker cannot train") && err.contains("/nonexistent/fmnist"),
+        "checked before contacting any server: {err}"
+    );
+}
+
+#[test]
 fn data_describes_the_dataset() {
     let out = Command::new(BIN).arg("data").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
