@@ -618,10 +618,14 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Best { id, format, output } => {
-            let best = client()?.best(id).await?;
+            let client = client()?;
+            let best = client.best(id).await?;
+            let study = client.get_study(id).await?;
+            let config =
+                training::reproducible_config(&study, best.trial.number, best.config.clone());
             let text = match format {
-                Format::Json => serde_json::to_string_pretty(&best.config)? + "\n",
-                Format::Yaml => serde_yaml_ng::to_string(&best.config)?,
+                Format::Json => serde_json::to_string_pretty(&config)? + "\n",
+                Format::Yaml => serde_yaml_ng::to_string(&config)?,
             };
             match output {
                 Some(path) => {

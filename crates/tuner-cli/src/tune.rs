@@ -162,14 +162,15 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
             study.state_reason.unwrap_or_default()
         );
     }
-    let Some(best) = study.best else {
+    let Some(best) = &study.best else {
         bail!("no trial completed, so there is no best config");
     };
     eprintln!(
         "best: trial #{} with {} = {:.4}",
         best.number, study.objective.metric, best.value
     );
-    let config = spec.config(&best.params);
+    let config =
+        crate::training::reproducible_config(&study, best.number, spec.config(&best.params));
     let yaml = serde_yaml_ng::to_string(&config)?;
     print!("{yaml}");
     let out = args

@@ -469,7 +469,35 @@ fn tune_runs_a_built_in_study_end_to_end_and_exports_the_best() {
         "the best config is printed too"
     );
 
-    // What `best` exported trains with `train`; `--json` ends with one JSON line.
+    // The export carries how the trial was trained, and `train` reads it: the same
+    // seed, epochs, split and limits give the same val_accuracy as the trial's.
+    assert_eq!(config["epochs"], 1);
+    assert_eq!(config["train_limit"], 800);
+    assert_eq!(config["val_limit"], 400);
+    assert_eq!(config["validation_split"], 0.2);
+    let best_value: f64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("best: trial #"))
+        .and_then(|l| l.rsplit("= ").next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the best value is printed: {err}"));
+    let out = Command::new(BIN)
+        .args(["train", "--config"])
+        .arg(&best)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = stdout(&out).lines().last().unwrap().to_owned();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["seed"], config["seed"]);
+    let retrained = v["val_accuracy"].as_f64().unwrap();
+    assert!(
+        (retrained - best_value).abs() < 5e-5,
+        "retrained {retrained}, the trial had {best_value} (printed to 4 places, and \
+         accuracies over 400 images are multiples of 0.0025: equal)"
+    );
+    // Flags override the export; `--json` ends with one JSON line.
     let out = Command::new(BIN)
         .args(["train", "--config"])
         .arg(&best)
@@ -489,6 +517,7 @@ fn tune_runs_a_built_in_study_end_to_end_and_exports_the_best() {
     assert!(out.status.success(), "{}", stderr(&out));
     let last = stdout(&out).lines().last().unwrap().to_owned();
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["seed"], 3);
     assert!(v["val_accuracy"].as_f64().unwrap() > 0.5, "{v}");
     assert!(v["test_accuracy"].as_f64().unwrap() > 0.5, "{v}");
     assert_eq!(v["history"].as_array().unwrap().len(), 1);

@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 use tuner_api::LeasedTrial;
-use tuner_core::{ParamValue, cnn::CnnConfig};
+use tuner_core::{ParamValue, Params, cnn::CnnConfig};
 use tuner_train::{
     BatchProgress, CLASS_NAMES, EpochMetrics, FashionMnist, TrainObserver, TrainOptions,
 };
@@ -53,7 +53,18 @@ impl CnnRunner {
 
 /// Training options from the trial's config and the study's `trainer` section.
 pub fn train_options(trial: &LeasedTrial, config: &CnnConfig) -> TrainOptions {
-    let trainer = &trial.trainer;
+    options_for(trial.number, &trial.config, &trial.trainer, config)
+}
+
+/// Training options of trial `number`, whose config is `params` (parsed: `config`), in a
+/// study whose `trainer` section (as written) is `trainer`: what a worker trains it
+/// with, and what an export must carry to retrain it exactly.
+pub fn options_for(
+    number: u64,
+    params: &Params,
+    trainer: &Value,
+    config: &CnnConfig,
+) -> TrainOptions {
     let epochs = config
         .epochs
         .or_else(|| {
@@ -63,9 +74,9 @@ pub fn train_options(trial: &LeasedTrial, config: &CnnConfig) -> TrainOptions {
                 .map(|e| e as u32)
         })
         .unwrap_or(DEFAULT_EPOCHS);
-    let seed = match trial.config.get("seed") {
+    let seed = match params.get("seed") {
         Some(ParamValue::Int(s)) => *s as u64,
-        _ => trial.number,
+        _ => number,
     };
     TrainOptions {
         epochs,

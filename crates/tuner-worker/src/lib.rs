@@ -13,7 +13,7 @@
 mod cnn;
 mod runner;
 
-pub use cnn::{CnnRunner, DEFAULT_EPOCHS};
+pub use cnn::{CnnRunner, DEFAULT_EPOCHS, options_for};
 
 pub use runner::{EpochControl, RunOutcome, TrialRunner};
 
