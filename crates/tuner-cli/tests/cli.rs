@@ -847,6 +847,64 @@ async fn sigterm_stops_serve_with_its_local_workers_releasing_their_trials() {
     );
 }
 
+/// Starts `tune FILE` in `dir` and returns it with the URL of its embedded server, read
+/// from its `live dashboard` line (its stderr is drained meanwhile).
+fn start_tune(dir: &Path, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .arg("tune")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("live dashboard: ").nth(1) {
+                let url = rest.split("/#/").next().unwrap_or("").to_owned();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("tune says where its server listens");
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_tune_releases_the_running_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("long.yaml"), LONG_CNN_STUDY).unwrap();
+    let (mut tune, url) = start_tune(
+        dir.path(),
+        &["long.yaml", "--db", "tune.db", "--workers", "1", "--lease-seconds", "600"],
+    );
+    let client = ApiClient::new(&url);
+    let study = client.list_studies().await.unwrap().studies[0].id;
+    let running = wait_for_a_running_trial(&client, study).await;
+
+    let sent = Command::new("kill")
+        .args(["-INT", &tune.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    exit_within(&mut tune, Duration::from_secs(30));
+
+    // Nothing is left running, and the released trial used up no retry.
+    let server = Server::start(&dir.path().join("tune.db"), &[]);
+    let trials = server.client().list_trials(study).await.unwrap().trials;
+    assert!(
+        trials.iter().all(|t| t.state != TrialState::Running),
+        "{trials:?}"
+    );
+    let trial = server.client().get_trial(running.id).await.unwrap();
+    assert_eq!(trial.state, TrialState::Pending, "{trial:?}");
+    assert_eq!(trial.attempts, running.attempts - 1, "released, not expired");
+}
+
 #[test]
 fn tokens_are_required_when_set_and_open_addresses_need_one() {
     let dir = tempfile::tempdir().unwrap();
