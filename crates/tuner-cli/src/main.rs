@@ -89,6 +89,10 @@ enum Command {
     /// Run a study end to end: embedded server, local workers, progress, best config.
     Tune {
         file: PathBuf,
+        /// Start a new study even if the database holds one of the same name (by
+        /// default that one is continued).
+        #[arg(long)]
+        fresh: bool,
         /// SQLite database file (created if missing; studies accumulate).
         #[arg(long, env = "TUNER_DB", default_value = "tuner.db")]
         db: PathBuf,
@@ -463,6 +467,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Tune {
             file,
+            fresh,
             db,
             workers,
             output,
@@ -471,6 +476,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             tune::tune(tune::TuneArgs {
                 file,
+                fresh,
                 db,
                 workers,
                 out: output,

@@ -530,6 +530,71 @@ fn tune_runs_a_built_in_study_end_to_end_and_exports_the_best() {
 }
 
 #[test]
+fn tune_continues_the_study_of_the_same_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = "version: 1\nname: again\nobjective: {metric: val_accuracy, direction: maximize}\n\
+         trainer: {kind: fashion-mnist-cnn, epochs: 1, train_limit: 300, val_limit: 100}\n\
+         budget: {max_trials: 1, parallelism: 1}\n\
+         parameters:\n  learning_rate: {type: float, min: 1.0e-3, max: 3.0e-3}\n\
+         fixed: {conv1_filters: 8, conv2_filters: 16, dense_units: 32, batch_size: 64}\n";
+    std::fs::write(dir.path().join("again.yaml"), tiny).unwrap();
+    let tune = |extra: &[&str]| {
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["tune", "again.yaml", "--db", "again.db"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = tune(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+
+    // Completed with its budget spent: says how to go on.
+    let spent = tune(&[]);
+    assert!(!spent.status.success());
+    let err = stderr(&spent);
+    assert!(
+        err.contains("study 1 \"again\"") && err.contains("tuner-cli extend 1 --max-trials N"),
+        "{err}"
+    );
+    assert!(err.contains("--fresh"), "{err}");
+
+    // Extended meanwhile: the same command continues it.
+    let server = Server::start(&dir.path().join("again.db"), &[]);
+    let extended = cli(&server.url, &["extend", "1", "--max-trials", "2"]);
+    assert!(extended.status.success(), "{}", stderr(&extended));
+    drop(server);
+    let again = tune(&[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let err = stderr(&again);
+    assert!(err.contains("continuing study 1 \"again\""), "{err}");
+    assert!(err.contains("study 1 completed"), "{err}");
+
+    // An edited file is not silently taken for the old study.
+    std::fs::write(
+        dir.path().join("again.yaml"),
+        tiny.replace("max: 3.0e-3", "max: 4.0e-3"),
+    )
+    .unwrap();
+    let edited = tune(&[]);
+    assert!(!edited.status.success());
+    assert!(
+        stderr(&edited).contains("no longer describes"),
+        "{}",
+        stderr(&edited)
+    );
+
+    // --fresh starts another study.
+    let fresh = tune(&["--fresh"]);
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    assert!(
+        stderr(&fresh).contains("study 2 \"again\""),
+        "{}",
+        stderr(&fresh)
+    );
+}
+
+#[test]
 fn tune_and_train_explain_missing_data() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
@@ -880,7 +945,15 @@ async fn ctrl_c_during_tune_releases_the_running_trials() {
     std::fs::write(dir.path().join("long.yaml"), LONG_CNN_STUDY).unwrap();
     let (mut tune, url) = start_tune(
         dir.path(),
-        &["long.yaml", "--db", "tune.db", "--workers", "1", "--lease-seconds", "600"],
+        &[
+            "long.yaml",
+            "--db",
+            "tune.db",
+            "--workers",
+            "1",
+            "--lease-seconds",
+            "600",
+        ],
     );
     let client = ApiClient::new(&url);
     let study = client.list_studies().await.unwrap().studies[0].id;
@@ -902,7 +975,11 @@ async fn ctrl_c_during_tune_releases_the_running_trials() {
     );
     let trial = server.client().get_trial(running.id).await.unwrap();
     assert_eq!(trial.state, TrialState::Pending, "{trial:?}");
-    assert_eq!(trial.attempts, running.attempts - 1, "released, not expired");
+    assert_eq!(
+        trial.attempts,
+        running.attempts - 1,
+        "released, not expired"
+    );
 }
 
 #[test]

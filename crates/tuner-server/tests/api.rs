@@ -619,6 +619,37 @@ async fn a_completed_study_is_extended_and_resumed_only_with_budget_left() {
 }
 
 #[tokio::test]
+async fn studies_of_one_file_get_fresh_seeds_unless_it_sets_one() {
+    let s = TestServer::new().await;
+    let first_params = |id: i64| {
+        let s = &s;
+        async move {
+            let a = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+            (
+                a.body["trial"]["params"].clone(),
+                s.get(&format!("/studies/{id}")).await.body,
+            )
+        }
+    };
+    let unseeded = space(5, 1, "optimizer: {kind: random}\n");
+    let (a, study_a) = first_params(s.create(&unseeded).await).await;
+    let (b, study_b) = first_params(s.create(&unseeded).await).await;
+    let seed = |study: &Value| study["spec"]["optimizer"]["seed"].as_u64().unwrap();
+    assert_ne!(
+        seed(&study_a),
+        seed(&study_b),
+        "each study stores its own seed"
+    );
+    assert_ne!(a, b, "and does not replay the other's sequence");
+
+    let seeded = space(5, 1, "optimizer: {kind: random, seed: 7}\n");
+    let (c, study_c) = first_params(s.create(&seeded).await).await;
+    let (d, _) = first_params(s.create(&seeded).await).await;
+    assert_eq!(seed(&study_c), 7);
+    assert_eq!(c, d, "an explicit seed replays");
+}
+
+#[tokio::test]
 async fn a_completed_study_with_budget_left_resumes() {
     let s = TestServer::new().await;
     let id = s

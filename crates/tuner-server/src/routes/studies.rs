@@ -11,6 +11,7 @@ use tuner_api::{
 };
 use tuner_core::{
     SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, cnn, parse_spec, parse_spec_value,
+    sets_optimizer_seed,
 };
 use tuner_store::{NewStudy, StudyRecord};
 
@@ -79,8 +80,12 @@ pub async fn create_study(
     let format = body_format(&headers)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::invalid("the request body is not UTF-8 text", Vec::new()))?;
-    let spec = parse_spec(text, format)?;
+    let mut spec = parse_spec(text, format)?;
     check_supported(&spec)?;
+    if !sets_optimizer_seed(text, format) {
+        // Stored with the study, so its sequence can still be replayed on purpose.
+        spec.optimizer.seed = rand::random::<u32>().into();
+    }
     let doc = serde_json::to_value(&spec)
         .map_err(|e| ApiError::Internal(format!("serializing a spec: {e}")))?;
     let record = state
