@@ -352,9 +352,29 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, except that an unreachable server is said once,
+/// with what to do, rather than with reqwest's chain (which repeats the URL).
+fn error_text(e: &anyhow::Error) -> String {
+    let unreachable =
+        e.chain().find_map(
+            |cause| match cause.downcast_ref::<tuner_api::ClientError>() {
+                Some(tuner_api::ClientError::Connect { url, .. }) => Some(url.clone()),
+                _ => None,
+            },
+        );
+    match unreachable {
+        Some(url) => format!(
+            "cannot reach the tuner server at {url}. Start one with `tuner-cli serve` \
+             (add `--db FILE` for another database), or point --server (or TUNER_SERVER) \
+             at a running one"
+        ),
+        None => format!("{e:#}"),
     }
 }
 

@@ -238,8 +238,10 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
         bail!("no trial completed, so there is no best config");
     };
     eprintln!(
-        "best: trial #{} with {} = {:.4}",
-        best.number, study.objective.metric, best.value
+        "best: trial #{} with {} = {}",
+        best.number,
+        study.objective.metric,
+        output::significant(best.value)
     );
     let config =
         crate::training::reproducible_config(&study, best.number, spec.config(&best.params));
@@ -307,7 +309,7 @@ impl TrialLog {
                     note = "  <- best so far".into();
                 }
             }
-            let value = t.value.map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+            let value = output::value_text(t.value);
             let time = t
                 .duration_seconds
                 .map_or_else(String::new, |d| format!("{d:.0}s"));
@@ -349,7 +351,7 @@ impl TrialLog {
             },
             study.best.as_ref().map_or_else(
                 || "-".to_owned(),
-                |b| format!("{:.4} (#{})", b.value, b.number)
+                |b| format!("{} (#{})", output::significant(b.value), b.number)
             )
         );
         self.status.set_length(u64::from(study.max_trials));

@@ -344,14 +344,16 @@ fn client_commands_fail_clearly() {
         "{err}"
     );
 
-    // No server there: says where it tried.
+    // No server there: says where it tried, once, and what to do.
     let out = cli("http://127.0.0.1:9", &["studies"]);
     assert!(!out.status.success());
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("cannot reach the tuner server at http://127.0.0.1:9"),
-        "{}",
-        stderr(&out)
+        err.contains("cannot reach the tuner server at http://127.0.0.1:9")
+            && err.contains("`tuner-cli serve`"),
+        "{err}"
     );
+    assert_eq!(err.matches("127.0.0.1:9").count(), 1, "{err}");
 
     let server = Server::start(&dir.path().join("e.db"), &[]);
     let out = cli(&server.url, &["create", bad.to_str().unwrap()]);
@@ -1384,6 +1386,60 @@ fn summary_and_json_reads_match_their_snapshots() {
     let out = cli(&server.url, &["summary", "99"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("99"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_of_a_failed_study_count_truly_and_show_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("failing.db"), &[]);
+    let client = server.client();
+    let study = client
+        .create_study(
+            &space(4, 1).replace(
+                "parallelism: 1}",
+                "parallelism: 1, max_consecutive_failures: 2}",
+            ),
+            DocFormat::Yaml,
+        )
+        .await
+        .unwrap();
+    for reason in ["CUDA on fire", "NaN loss at epoch 3"] {
+        let AskAnswer::Leased(a) = client.ask(study.id, &AskRequest::default()).await.unwrap()
+        else {
+            panic!("a trial to fail")
+        };
+        client
+            .fail(
+                a.trial.id,
+                &tuner_api::FailRequest {
+                    lease_token: Some(a.lease.token.clone()),
+                    reason: reason.into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let id = study.id.to_string();
+    let studies = stdout(&cli(&server.url, &["studies"]));
+    assert!(studies.contains("0/4 (+2 failed)"), "{studies}");
+    let summary = stdout(&cli(&server.url, &["summary", &id]));
+    assert!(
+        summary.contains("Trials: 0/4 (+2 failed) of the budget"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("Failed trials (2 of 2, latest first):\n  trial 1: NaN loss at epoch 3\n  trial 0: CUDA on fire"),
+        "{summary}"
+    );
+    let trials = stdout(&cli(&server.url, &["trials", &id]));
+    assert!(trials.contains("[CUDA on fire]"), "{trials}");
+    // Floats to 4 significant digits, not 17.
+    let x = trials
+        .lines()
+        .find_map(|l| l.split("x=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("x is listed: {trials}"));
+    assert!(x.trim_start_matches('-').len() <= 7, "{x}");
 }
 
 #[test]
