@@ -9,6 +9,7 @@ mod bench_optimizer;
 mod bench_service;
 mod copy;
 mod db;
+mod fetch;
 mod local;
 mod output;
 mod plot;
@@ -107,6 +108,10 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 60.0)]
         lease_seconds: f64,
+        /// Where to fetch Fashion-MNIST from when it is not installed (checked by SHA-256,
+        /// cached in $XDG_CACHE_HOME/tuner/fashion-mnist).
+        #[arg(long, env = "TUNER_DATA_MIRROR", default_value = fetch::DEFAULT_MIRROR)]
+        data_mirror: String,
     },
     /// Lease trials from a server and train them with the built-in trainer.
     Worker {
@@ -123,6 +128,10 @@ enum Command {
         /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Where to fetch Fashion-MNIST from when it is not installed (checked by SHA-256,
+        /// cached in $XDG_CACHE_HOME/tuner/fashion-mnist).
+        #[arg(long, env = "TUNER_DATA_MIRROR", default_value = fetch::DEFAULT_MIRROR)]
+        data_mirror: String,
     },
     /// Describe the Fashion-MNIST files: images per split and class, pixel statistics.
     Data {
@@ -493,6 +502,7 @@ async fn run(cli: Cli) -> Result<()> {
             output,
             data_dir,
             lease_seconds,
+            data_mirror,
         } => {
             tune::tune(tune::TuneArgs {
                 file,
@@ -502,6 +512,7 @@ async fn run(cli: Cli) -> Result<()> {
                 out: output,
                 data_dir,
                 lease_seconds,
+                data_mirror,
             })
             .await
         }
@@ -510,11 +521,18 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             max_trials,
             data_dir,
-        } => worker(client()?, study, name, max_trials, data_dir).await,
+            data_mirror,
+        } => {
+            let data_dir = fetch::data_dir(data_dir, &data_mirror).await?;
+            worker(client()?, study, name, max_trials, data_dir).await
+        }
         Command::Data { data_dir, json } => training::data(data_dir.as_deref(), json),
-        Command::Train(args) => tokio::task::spawn_blocking(move || training::train(args))
-            .await
-            .context("training thread")?,
+        Command::Train(mut args) => {
+            args.data_dir = fetch::data_dir(args.data_dir.take(), &args.data_mirror).await?;
+            tokio::task::spawn_blocking(move || training::train(args))
+                .await
+                .context("training thread")?
+        }
         Command::Bench {
             what:
                 BenchCommand::Train {

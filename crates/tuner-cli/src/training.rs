@@ -172,6 +172,10 @@ pub struct TrainArgs {
     /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where to fetch Fashion-MNIST from when it is not installed (checked by SHA-256,
+    /// cached in $XDG_CACHE_HOME/tuner/fashion-mnist).
+    #[arg(long, env = "TUNER_DATA_MIRROR", default_value = crate::fetch::DEFAULT_MIRROR)]
+    pub data_mirror: String,
 }
 
 /// A Keras-style log: a progress bar per epoch on a terminal, one line per epoch.

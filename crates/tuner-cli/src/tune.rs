@@ -85,9 +85,11 @@ pub struct TuneArgs {
     pub out: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub lease_seconds: f64,
+    /// Where to fetch the data from when it is not installed.
+    pub data_mirror: String,
 }
 
-pub async fn tune(args: TuneArgs) -> Result<()> {
+pub async fn tune(mut args: TuneArgs) -> Result<()> {
     let mut signals = StopSignals::listen()?;
     let text = read_doc(&args.file)?;
     let (spec_format, doc_format) = doc_format(&args.file);
@@ -95,6 +97,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     let builtin = spec.trainer.kind == TrainerKind::FashionMnistCnn;
     let lease = crate::lease_duration(args.lease_seconds)?;
     if builtin {
+        args.data_dir = crate::fetch::data_dir(args.data_dir.take(), &args.data_mirror).await?;
         // Fail before starting anything if the data is missing.
         tuner_train::data::FashionMnist::load(args.data_dir.as_deref())
             .context("the built-in trainer needs Fashion-MNIST")?;

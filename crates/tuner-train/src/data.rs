@@ -1,4 +1,5 @@
-//! Fashion-MNIST from local IDX files (gzipped or raw). Never downloads anything.
+//! Fashion-MNIST from local IDX files (gzipped or raw). Never downloads anything (the
+//! CLI fetches missing files into a folder this then reads).
 
 use std::{
     io::Read,
@@ -207,6 +208,11 @@ const FILES: [&str; 4] = [
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 ];
+
+/// Whether `dir` holds all four files (gzipped or raw), without reading them.
+pub fn holds_files(dir: &Path) -> bool {
+    FILES.iter().all(|f| find(dir, f).is_ok())
+}
 
 /// `dir/name.gz` or `dir/name`, or the name that is missing.
 fn find(dir: &Path, name: &str) -> Result<PathBuf, String> {
