@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(significant(0.87951234), "0.8795");
         assert_eq!(significant(0.0012345), "0.001234");
         assert_eq!(significant(12.3456), "12.35");
-        assert_eq!(significant(-3.14159), "-3.142");
+        assert_eq!(significant(-2.71234), "-2.712");
         assert_eq!(significant(27183.4), "27183");
         assert_eq!(significant(123456.0), "1.235e5");
         assert_eq!(significant(0.0), "0");
