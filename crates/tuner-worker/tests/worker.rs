@@ -116,7 +116,8 @@ impl TrialRunner for ScriptedRunner {
 fn space(max_trials: u32, parallelism: u32, x_max: f64, extra: &str) -> String {
     format!(
         "version: 1\nname: worker-test\nobjective: {{metric: val_accuracy, direction: maximize}}\n\
-         budget: {{max_trials: {max_trials}, parallelism: {parallelism}, max_consecutive_failures: 50}}\n{extra}\
+         budget: {{max_trials: {max_trials}, parallelism: {parallelism}, max_consecutive_failures: 50}}\n\
+         optimizer: {{kind: gp, seed: 0}}\n{extra}\
          parameters:\n  x: {{type: float, min: 0.0, max: {x_max}}}\n"
     )
 }
