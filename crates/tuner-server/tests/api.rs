@@ -427,14 +427,13 @@ async fn budget_and_parallelism_are_global() {
     assert_eq!(study.body["best"]["value"], 0.3);
 }
 
+/// A space of two configurations, and budget for ten.
+const TWO_CONFIGS: &str = "version: 1\nname: tiny\nobjective: {metric: acc, direction: maximize}\nbudget: {max_trials: 10, parallelism: 10}\nparameters:\n  k: {type: categorical, values: [3, 5]}\n";
+
 #[tokio::test]
 async fn a_finite_space_is_never_repeated_and_says_when_exhausted() {
     let s = TestServer::new().await;
-    let id = s
-        .create(
-            "version: 1\nname: tiny\nobjective: {metric: acc, direction: maximize}\nbudget: {max_trials: 10, parallelism: 10}\nparameters:\n  k: {type: categorical, values: [3, 5]}\n",
-        )
-        .await;
+    let id = s.create(TWO_CONFIGS).await;
     let (t1, k1) = s.ask(id).await.unwrap();
     let (t2, k2) = s.ask(id).await.unwrap();
     assert!(s.ask(id).await.is_none());
@@ -652,11 +651,7 @@ async fn studies_of_one_file_get_fresh_seeds_unless_it_sets_one() {
 #[tokio::test]
 async fn a_completed_study_with_budget_left_resumes() {
     let s = TestServer::new().await;
-    let id = s
-        .create(
-            "version: 1\nname: tiny\nobjective: {metric: acc, direction: maximize}\nbudget: {max_trials: 10, parallelism: 10}\nparameters:\n  k: {type: categorical, values: [3, 5]}\n",
-        )
-        .await;
+    let id = s.create(TWO_CONFIGS).await;
     for _ in 0..2 {
         let (trial, token) = s.ask(id).await.unwrap();
         s.complete(trial, &token, 0.5).await;
