@@ -130,11 +130,14 @@ struct Inner {
 }
 
 /// A cached study record and a generation counter: a load that started before the
-/// record changed must not put the old record back.
+/// record changed must not put the old record back. While a change is being written
+/// nothing is cached (a reader that saw the new row must not then get the old record
+/// from memory).
 #[derive(Default)]
 struct CachedStudy {
     generation: u64,
     record: Option<StudyRecord>,
+    changes_in_flight: u32,
 }
 
 impl AppState {
@@ -212,13 +215,13 @@ impl AppState {
         let record = self.store().get_study(id).await?;
         let mut studies = self.inner.studies.lock().unwrap_or_else(|e| e.into_inner());
         let cached = studies.entry(id).or_default();
-        if cached.generation == generation {
+        if cached.generation == generation && cached.changes_in_flight == 0 {
             cached.record = Some(record.clone());
         }
         Ok(record)
     }
 
-    /// Changes a study's state in the store, then drops the cached record.
+    /// Changes a study's state in the store, with its cached record dropped meanwhile.
     async fn set_study_state(
         &self,
         id: StudyId,
@@ -226,9 +229,29 @@ impl AppState {
         reason: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let result = self.store().set_study_state(id, to, reason, now).await;
-        self.drop_cached_study(id);
+        self.changing_study(id, self.store().set_study_state(id, to, reason, now))
+            .await
+    }
+
+    /// Runs `change` to the study's row with no record of it cached from before the
+    /// change starts until after it ends.
+    async fn changing_study<T>(
+        &self,
+        id: StudyId,
+        change: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.mark_study_change(id, 1);
+        let result = change.await;
+        self.mark_study_change(id, -1);
         result
+    }
+
+    fn mark_study_change(&self, id: StudyId, delta: i32) {
+        let mut studies = self.inner.studies.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = studies.entry(id).or_default();
+        cached.changes_in_flight = cached.changes_in_flight.saturating_add_signed(delta);
+        cached.generation += 1;
+        cached.record = None;
     }
 
     fn drop_cached_study(&self, id: StudyId) {

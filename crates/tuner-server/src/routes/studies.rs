@@ -517,12 +517,14 @@ pub async fn extend_study(
         )
     };
     let reason = (!reason.is_empty()).then_some(reason);
-    let result = state
-        .store()
-        .set_study_spec(id, &spec, to, reason.as_deref(), state.now_ms())
-        .await;
-    state.drop_cached_study(id);
-    result?;
+    state
+        .changing_study(
+            id,
+            state
+                .store()
+                .set_study_spec(id, &spec, to, reason.as_deref(), state.now_ms()),
+        )
+        .await?;
     Ok(Json(study_view(&state, id, true).await?))
 }
 
