@@ -120,6 +120,14 @@ impl TestServer {
         }
     }
 
+    async fn fail(&self, trial: i64, token: &str, reason: &str) -> Answer {
+        self.post(
+            &format!("/trials/{trial}/fail"),
+            json!({"lease_token": token, "reason": reason}),
+        )
+        .await
+    }
+
     async fn complete(&self, trial: i64, token: &str, value: f64) -> Answer {
         self.post(
             &format!("/trials/{trial}/complete"),
@@ -508,12 +516,7 @@ async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
     );
 
     // A second failure in a row trips max_consecutive_failures = 2.
-    let f = s
-        .post(
-            &format!("/trials/{next}/fail"),
-            json!({"lease_token": token, "reason": "CUDA on fire"}),
-        )
-        .await;
+    let f = s.fail(next, &token, "CUDA on fire").await;
     assert_eq!(f.status, StatusCode::OK, "{}", f.body);
     assert_eq!(f.body["failure_reason"], "CUDA on fire");
     let study = s.get(&format!("/studies/{id}")).await;
@@ -529,12 +532,7 @@ async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
     s.clock.advance(Duration::from_millis(1));
     for expected in ["running", "failed"] {
         let (next, token) = s.ask(id).await.unwrap();
-        let f = s
-            .post(
-                &format!("/trials/{next}/fail"),
-                json!({"lease_token": token, "reason": "CUDA on fire"}),
-            )
-            .await;
+        let f = s.fail(next, &token, "CUDA on fire").await;
         assert_eq!(f.status, StatusCode::OK, "{}", f.body);
         let study = s.get(&format!("/studies/{id}")).await;
         assert_eq!(study.body["state"], expected, "{}", study.body);
