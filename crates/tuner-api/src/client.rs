@@ -433,6 +433,16 @@ impl ApiClient {
         .await
     }
 
+    /// Raises a study's `max_trials` to `max_trials` (a completed study runs again).
+    pub async fn extend(&self, id: StudyId, max_trials: u32) -> Result<Study, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/studies/{id}/extend"),
+            Some(&crate::ExtendRequest { max_trials }),
+        )
+        .await
+    }
+
     pub async fn delete_study(&self, id: StudyId) -> Result<(), ClientError> {
         self.send(Method::DELETE, &format!("/studies/{id}"), None)
             .await

@@ -527,6 +527,15 @@ pub struct CompleteRequest {
     pub metrics: Map<String, Value>,
 }
 
+/// Body of `POST /studies/{id}/extend`: the study's new budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// The new total of trials (not an increment): above the current `max_trials`.
+    pub max_trials: u32,
+}
+
 /// Body of `POST /trials/{id}/release`: give the trial back to the queue.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -9,6 +9,7 @@ mod bench_optimizer;
 mod bench_service;
 mod copy;
 mod db;
+mod fetch;
 mod local;
 mod output;
 mod plot;
@@ -89,6 +90,10 @@ enum Command {
     /// Run a study end to end: embedded server, local workers, progress, best config.
     Tune {
         file: PathBuf,
+        /// Start a new study even if the database holds one of the same name (by
+        /// default that one is continued).
+        #[arg(long)]
+        fresh: bool,
         /// SQLite database file (created if missing; studies accumulate).
         #[arg(long, env = "TUNER_DB", default_value = "tuner.db")]
         db: PathBuf,
@@ -103,6 +108,10 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 60.0)]
         lease_seconds: f64,
+        /// Where to fetch Fashion-MNIST from when it is not installed (checked by SHA-256,
+        /// cached in $XDG_CACHE_HOME/tuner/fashion-mnist).
+        #[arg(long, env = "TUNER_DATA_MIRROR", default_value = fetch::DEFAULT_MIRROR)]
+        data_mirror: String,
     },
     /// Lease trials from a server and train them with the built-in trainer.
     Worker {
@@ -119,6 +128,10 @@ enum Command {
         /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Where to fetch Fashion-MNIST from when it is not installed (checked by SHA-256,
+        /// cached in $XDG_CACHE_HOME/tuner/fashion-mnist).
+        #[arg(long, env = "TUNER_DATA_MIRROR", default_value = fetch::DEFAULT_MIRROR)]
+        data_mirror: String,
     },
     /// Describe the Fashion-MNIST files: images per split and class, pixel statistics.
     Data {
@@ -228,8 +241,15 @@ enum Command {
     Stop { id: StudyId },
     /// Pause a study: no new trials until `resume`.
     Pause { id: StudyId },
-    /// Resume a paused or stopped study.
+    /// Resume a paused, stopped or failed study, or a completed one with budget left.
     Resume { id: StudyId },
+    /// Give a study more trials: `--max-trials` is the new total (a completed study
+    /// runs again).
+    Extend {
+        id: StudyId,
+        #[arg(long)]
+        max_trials: u32,
+    },
     /// Delete a study and all its trials.
     Delete { id: StudyId },
     /// Copy studies, with their trials, epochs and event log, from one database into
@@ -341,9 +361,29 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, except that an unreachable server is said once,
+/// with what to do, rather than with reqwest's chain (which repeats the URL).
+fn error_text(e: &anyhow::Error) -> String {
+    let unreachable =
+        e.chain().find_map(
+            |cause| match cause.downcast_ref::<tuner_api::ClientError>() {
+                Some(tuner_api::ClientError::Connect { url, .. }) => Some(url.clone()),
+                _ => None,
+            },
+        );
+    match unreachable {
+        Some(url) => format!(
+            "cannot reach the tuner server at {url}. Start one with `tuner-cli serve` \
+             (add `--db FILE` for another database), or point --server (or TUNER_SERVER) \
+             at a running one"
+        ),
+        None => format!("{e:#}"),
     }
 }
 
@@ -456,19 +496,23 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Tune {
             file,
+            fresh,
             db,
             workers,
             output,
             data_dir,
             lease_seconds,
+            data_mirror,
         } => {
             tune::tune(tune::TuneArgs {
                 file,
+                fresh,
                 db,
                 workers,
                 out: output,
                 data_dir,
                 lease_seconds,
+                data_mirror,
             })
             .await
         }
@@ -477,11 +521,18 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             max_trials,
             data_dir,
-        } => worker(client()?, study, name, max_trials, data_dir).await,
+            data_mirror,
+        } => {
+            let data_dir = fetch::data_dir(data_dir, &data_mirror).await?;
+            worker(client()?, study, name, max_trials, data_dir).await
+        }
         Command::Data { data_dir, json } => training::data(data_dir.as_deref(), json),
-        Command::Train(args) => tokio::task::spawn_blocking(move || training::train(args))
-            .await
-            .context("training thread")?,
+        Command::Train(mut args) => {
+            args.data_dir = fetch::data_dir(args.data_dir.take(), &args.data_mirror).await?;
+            tokio::task::spawn_blocking(move || training::train(args))
+                .await
+                .context("training thread")?
+        }
         Command::Bench {
             what:
                 BenchCommand::Train {
@@ -611,10 +662,14 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Best { id, format, output } => {
-            let best = client()?.best(id).await?;
+            let client = client()?;
+            let best = client.best(id).await?;
+            let study = client.get_study(id).await?;
+            let config =
+                training::reproducible_config(&study, best.trial.number, best.config.clone());
             let text = match format {
-                Format::Json => serde_json::to_string_pretty(&best.config)? + "\n",
-                Format::Yaml => serde_yaml_ng::to_string(&best.config)?,
+                Format::Json => serde_json::to_string_pretty(&config)? + "\n",
+                Format::Yaml => serde_yaml_ng::to_string(&config)?,
             };
             match output {
                 Some(path) => {
@@ -664,6 +719,14 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stop { id } => control(&client()?, id, "stop").await,
         Command::Pause { id } => control(&client()?, id, "pause").await,
         Command::Resume { id } => control(&client()?, id, "resume").await,
+        Command::Extend { id, max_trials } => {
+            let study = client()?.extend(id, max_trials).await?;
+            println!(
+                "study {id} now has a budget of {} trials and is {}",
+                study.max_trials, study.state
+            );
+            Ok(())
+        }
         Command::Copy { from, to, studies } => copy::copy(&from, &to, &studies).await,
         Command::Delete { id } => {
             client()?.delete_study(id).await?;

@@ -34,16 +34,50 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn value_text(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.6}"))
+pub fn value_text(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), significant)
+}
+
+/// A measured or tuned number to 4 significant digits: `0.8795`, `12.35`, `7.992e-4`
+/// (scientific below 0.001 and from 100,000 up, where fixed digits would hide it).
+pub fn significant(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    if !(-3..5).contains(&magnitude) {
+        return format!("{v:.3e}");
+    }
+    let decimals = (3 - magnitude).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// A parameter's value as people read it: floats to 4 significant digits.
+pub fn param_value_text(v: &tuner_core::ParamValue) -> String {
+    match v {
+        tuner_core::ParamValue::Float(f) => significant(*f),
+        other => other.to_string(),
+    }
 }
 
 pub fn params_text(params: &Params) -> String {
     params
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", param_value_text(v)))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Trials counted against the budget out of it, and the failed ones, which are not:
+/// `12/12`, `4/4 (+1 failed)`.
+pub fn budget_text(s: &Study) -> String {
+    let c = &s.counts;
+    let spent = c.total - c.failed;
+    if c.failed > 0 {
+        format!("{spent}/{} (+{} failed)", s.max_trials, c.failed)
+    } else {
+        format!("{spent}/{}", s.max_trials)
+    }
 }
 
 pub fn studies_table(studies: &[Study]) -> String {
@@ -57,7 +91,7 @@ pub fn studies_table(studies: &[Study]) -> String {
                 s.id.to_string(),
                 s.name.clone(),
                 s.state.to_string(),
-                format!("{}/{}", s.counts.completed, s.max_trials),
+                budget_text(s),
                 s.counts.running.to_string(),
                 s.counts.failed.to_string(),
                 format!("{} {}", s.objective.direction, s.objective.metric),
@@ -70,7 +104,7 @@ pub fn studies_table(studies: &[Study]) -> String {
             "ID",
             "NAME",
             "STATE",
-            "COMPLETED",
+            "TRIALS",
             "RUNNING",
             "FAILED",
             "OBJECTIVE",
@@ -101,8 +135,13 @@ pub fn study_text(s: &Study) -> String {
     let c = &s.counts;
     let _ = writeln!(
         out,
-        "trials:    {} of {} budget: {} completed, {} running, {} pending, {} pruned, {} failed",
-        c.total, s.max_trials, c.completed, c.running, c.pending, c.pruned, c.failed
+        "trials:    {} of the budget: {} completed, {} running, {} pending, {} pruned, {} failed",
+        budget_text(s),
+        c.completed,
+        c.running,
+        c.pending,
+        c.pruned,
+        c.failed
     );
     match &s.best {
         Some(b) => {
@@ -199,4 +238,21 @@ pub fn importance_text(imp: &tuner_api::Importance) -> String {
         imp.method, imp.completed_trials
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::significant;
+
+    #[test]
+    fn numbers_get_four_significant_digits() {
+        assert_eq!(significant(0.000799196502322409), "7.992e-4");
+        assert_eq!(significant(0.87951234), "0.8795");
+        assert_eq!(significant(0.0012345), "0.001234");
+        assert_eq!(significant(12.3456), "12.35");
+        assert_eq!(significant(-2.71234), "-2.712");
+        assert_eq!(significant(27183.4), "27183");
+        assert_eq!(significant(123456.0), "1.235e5");
+        assert_eq!(significant(0.0), "0");
+    }
 }

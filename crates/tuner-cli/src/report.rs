@@ -10,13 +10,31 @@ use serde_json::Value;
 use tuner_api::{ApiClient, SortKey, SortOrder, Study, Trial, TrialQuery};
 use tuner_core::{StudyId, TrialState};
 
+use crate::output;
+
 /// What `summary --json` prints.
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub study: Study,
     /// The best completed trials, best first.
     pub top: Vec<Trial>,
+    /// The most recently failed trials, latest first, with their reasons.
+    pub failed: Vec<Trial>,
 }
+
+/// How many failed trials a summary shows.
+const FAILED_SHOWN: usize = 5;
+
+/// Final metrics that are bookkeeping of the run, not results of the model.
+const BOOKKEEPING: [&str; 7] = [
+    "epochs",
+    "train_images",
+    "val_images",
+    "train_seconds",
+    "images_per_second",
+    "confusion_matrix",
+    "class_names",
+];
 
 pub async fn fetch(client: &ApiClient, id: StudyId, top: usize) -> Result<Summary> {
     let study = client.get_study(id).await?;
@@ -29,11 +47,18 @@ pub async fn fetch(client: &ApiClient, id: StudyId, top: usize) -> Result<Summar
         ..TrialQuery::default()
     };
     let mut top = client.list_trials_where(id, &query).await?.trials;
+    let failed_query = TrialQuery {
+        state: Some(TrialState::Failed),
+        order: Some(SortOrder::Desc),
+        limit: Some(FAILED_SHOWN),
+        ..TrialQuery::default()
+    };
+    let mut failed = client.list_trials_where(id, &failed_query).await?.trials;
     // The curves are not part of a summary.
-    for t in &mut top {
+    for t in top.iter_mut().chain(failed.iter_mut()) {
         t.intermediate.clear();
     }
-    Ok(Summary { study, top })
+    Ok(Summary { study, top, failed })
 }
 
 pub fn text(s: &Summary) -> String {
@@ -62,12 +87,35 @@ pub fn text(s: &Summary) -> String {
     let c = &study.counts;
     let _ = writeln!(
         out,
-        "Trials: {} of a budget of {}: {} completed, {} pruned, {} failed, {} running, {} pending",
-        c.total, study.max_trials, c.completed, c.pruned, c.failed, c.running, c.pending
+        "Trials: {} of the budget: {} completed, {} pruned, {} failed, {} running, {} pending",
+        output::budget_text(study),
+        c.completed,
+        c.pruned,
+        c.failed,
+        c.running,
+        c.pending
     );
 
     if let Some(spec) = &study.spec {
         search_space(&mut out, spec);
+    }
+
+    if !s.failed.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Failed trials ({} of {}, latest first):",
+            s.failed.len(),
+            c.failed
+        );
+        for t in &s.failed {
+            let _ = writeln!(
+                out,
+                "  trial {}: {}",
+                t.number,
+                t.failure_reason.as_deref().unwrap_or("no reason given")
+            );
+        }
     }
 
     let _ = writeln!(out);
@@ -86,13 +134,13 @@ pub fn text(s: &Summary) -> String {
         let _ = writeln!(out, "#{} · trial {}", rank + 1, t.number);
         let _ = writeln!(out, "Hyperparameters:");
         for (name, value) in &t.params {
-            let _ = writeln!(out, "  {name}: {value}");
+            let _ = writeln!(out, "  {name}: {}", output::param_value_text(value));
         }
         let _ = writeln!(
             out,
             "Score ({}): {}",
             study.objective.metric,
-            t.value.map_or_else(|| "-".into(), |v| format!("{v:.6}"))
+            output::value_text(t.value)
         );
         let mut facts = Vec::new();
         if let Some(e) = t.last_epoch {
@@ -162,28 +210,26 @@ fn search_space(out: &mut String, spec: &Value) {
     }
 }
 
-/// Numeric final metrics other than the objective, by name.
+/// Numeric final metrics other than the objective and the run's bookkeeping, by name.
 fn scalar_metrics(metrics: Option<&Value>, objective: &str) -> String {
     let Some(Value::Object(m)) = metrics else {
         return String::new();
     };
     let mut parts: Vec<String> = m
         .iter()
-        .filter(|(k, _)| k.as_str() != objective)
+        .filter(|(k, _)| k.as_str() != objective && !BOOKKEEPING.contains(&k.as_str()))
         .filter_map(|(k, v)| v.as_f64().map(|v| format!("{k} {}", number(v))))
         .collect();
     parts.sort();
     parts.join(", ")
 }
 
-/// Counts as integers, large figures to one decimal, scores to four.
+/// Counts as integers, measurements to 4 significant digits.
 fn number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{v:.0}")
-    } else if v.abs() >= 1000.0 {
-        format!("{v:.1}")
     } else {
-        format!("{v:.4}")
+        output::significant(v)
     }
 }
 

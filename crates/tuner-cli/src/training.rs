@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use serde_json::json;
-use tuner_core::{Params, cnn::CnnConfig};
+use tuner_core::{ParamValue, Params, cnn::CnnConfig};
 use tuner_train::{
     BatchProgress, CLASS_NAMES, ConfusionMatrix, EpochControl, EpochMetrics, FashionMnist,
     TrainObserver, TrainOptions,
@@ -44,36 +44,125 @@ pub fn data(dir: Option<&Path>, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Reads a flat YAML or JSON map of parameter → value (what `best` writes).
-fn read_config(path: &Path) -> Result<CnnConfig> {
+/// Keys of an exported config that are training options, not model parameters.
+const SEED: &str = "seed";
+const VALIDATION_SPLIT: &str = "validation_split";
+const TRAIN_LIMIT: &str = "train_limit";
+const VAL_LIMIT: &str = "val_limit";
+
+/// A trial's config with everything else `train` needs to retrain it exactly: its seed,
+/// epochs, validation split and limits, as its worker trained it (`study` must carry its
+/// spec). Configs of studies for other trainers come back unchanged.
+pub fn reproducible_config(study: &tuner_api::Study, number: u64, mut config: Params) -> Params {
+    let trainer = study
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.get("trainer"))
+        .cloned()
+        .unwrap_or_default();
+    if trainer.get("kind").and_then(serde_json::Value::as_str) != Some("fashion-mnist-cnn") {
+        return config;
+    }
+    let Ok(cnn) = CnnConfig::from_params(&config) else {
+        return config;
+    };
+    let options = tuner_worker::options_for(number, &config, &trainer, &cnn);
+    let int = |n: u64| ParamValue::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    config.insert(SEED.into(), int(options.seed));
+    config.insert("epochs".into(), int(options.epochs.into()));
+    config.insert(
+        VALIDATION_SPLIT.into(),
+        ParamValue::Float(options.validation_split),
+    );
+    for (key, limit) in [
+        (TRAIN_LIMIT, options.train_limit),
+        (VAL_LIMIT, options.val_limit),
+    ] {
+        if let Some(n) = limit {
+            config.insert(key.into(), int(n as u64));
+        }
+    }
+    config
+}
+
+/// The training options an exported config carries beside its parameters.
+#[derive(Default)]
+struct ExportedOptions {
+    seed: Option<u64>,
+    validation_split: Option<f64>,
+    train_limit: Option<usize>,
+    val_limit: Option<usize>,
+}
+
+/// Reads a flat YAML or JSON map of parameter → value (what `best` writes), with the
+/// training options it may carry.
+fn read_config(path: &Path) -> Result<(CnnConfig, ExportedOptions)> {
     let text = read_doc(path)?;
-    let params: Params = serde_yaml_ng::from_str(&text).with_context(|| {
+    let mut params: Params = serde_yaml_ng::from_str(&text).with_context(|| {
         format!(
             "{}: expected a flat map of parameter name → value (as `tuner-cli best` writes)",
             path.display()
         )
     })?;
-    CnnConfig::from_params(&params).with_context(|| format!("{}: unusable config", path.display()))
+    let count = |key: &str, value: ParamValue| match value {
+        ParamValue::Int(n) if n >= 0 => Ok(n as u64),
+        other => bail!(
+            "{}: `{key}` must be a whole number ≥ 0, not {other}",
+            path.display()
+        ),
+    };
+    let mut options = ExportedOptions::default();
+    if let Some(v) = params.remove(SEED) {
+        options.seed = Some(count(SEED, v)?);
+    }
+    if let Some(v) = params.remove(TRAIN_LIMIT) {
+        options.train_limit = Some(count(TRAIN_LIMIT, v)? as usize);
+    }
+    if let Some(v) = params.remove(VAL_LIMIT) {
+        options.val_limit = Some(count(VAL_LIMIT, v)? as usize);
+    }
+    if let Some(v) = params.remove(VALIDATION_SPLIT) {
+        options.validation_split = Some(match v {
+            ParamValue::Float(f) => f,
+            ParamValue::Int(n) => n as f64,
+            other => bail!(
+                "{}: `{VALIDATION_SPLIT}` must be a number, not {other}",
+                path.display()
+            ),
+        });
+    }
+    let config = CnnConfig::from_params(&params)
+        .with_context(|| format!("{}: unusable config", path.display()))?;
+    Ok((config, options))
 }
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Flat YAML or JSON map of parameter → value (default: the baseline model).
+    /// Flat YAML or JSON map of parameter → value (default: the baseline model); what
+    /// `best` exports also carries the trial's seed, epochs, validation split and limits,
+    /// which this uses unless flags say otherwise.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Epochs (default: the config's `epochs`, else 10).
     #[arg(long)]
     pub epochs: Option<u32>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long, default_value_t = 0.2)]
-    pub validation_split: f64,
-    /// Train on only the first N training images.
+    /// Seed of the initial weights, shuffles and dropout (default: the config's, else 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fraction of the training images held out for validation, the last ones
+    /// (default: the config's, else 0.2).
+    #[arg(long)]
+    pub validation_split: Option<f64>,
+    /// Train on only the first N training images (default: the config's, else all).
     #[arg(long)]
     pub train_limit: Option<usize>,
-    /// Validate on only the first N validation images.
+    /// Validate on only the first N validation images (default: the config's, else all).
     #[arg(long)]
     pub val_limit: Option<usize>,
+    /// Ignore the config's limits: train on every training image but the validation
+    /// split, validate on all of it.
+    #[arg(long, conflicts_with_all = ["train_limit", "val_limit"])]
+    pub full_data: bool,
     /// End with one JSON line: val_accuracy, test_accuracy, test metrics, history.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +172,10 @@ pub struct TrainArgs {
     /// Folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Debian package, ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where to fetch Fashion-MNIST from when it is not installed (checked by SHA-256,
+    /// cached in $XDG_CACHE_HOME/tuner/fashion-mnist).
+    #[arg(long, env = "TUNER_DATA_MIRROR", default_value = crate::fetch::DEFAULT_MIRROR)]
+    pub data_mirror: String,
 }
 
 /// A Keras-style log: a progress bar per epoch on a terminal, one line per epoch.
@@ -180,20 +273,30 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(path) = &args.save {
         check_save_path(path)?;
     }
-    let config = match &args.config {
+    let (config, exported) = match &args.config {
         Some(path) => read_config(path)?,
-        None => CnnConfig::default(),
+        None => (CnnConfig::default(), ExportedOptions::default()),
     };
     let data = FashionMnist::load(args.data_dir.as_deref())?;
+    let limit = |flag: Option<usize>, exported: Option<usize>| {
+        if args.full_data {
+            None
+        } else {
+            flag.or(exported)
+        }
+    };
     let options = TrainOptions {
         epochs: args
             .epochs
             .or(config.epochs)
             .unwrap_or(tuner_worker::DEFAULT_EPOCHS),
-        seed: args.seed,
-        validation_split: args.validation_split,
-        train_limit: args.train_limit,
-        val_limit: args.val_limit,
+        seed: args.seed.or(exported.seed).unwrap_or(0),
+        validation_split: args
+            .validation_split
+            .or(exported.validation_split)
+            .unwrap_or(0.2),
+        train_limit: limit(args.train_limit, exported.train_limit),
+        val_limit: limit(args.val_limit, exported.val_limit),
         ..TrainOptions::default()
     };
     eprintln!(
@@ -250,7 +353,7 @@ pub fn bench(
     data_dir: Option<&Path>,
 ) -> Result<()> {
     let mut config = match config {
-        Some(path) => read_config(path)?,
+        Some(path) => read_config(path)?.0,
         None => CnnConfig::default(),
     };
     if let Some(b) = batch_size {

@@ -23,16 +23,73 @@ use crate::{
     stop::{StopSignal, StopSignals},
 };
 
+/// Takes up `study`, of the same name as the file's, where it stopped: resumed unless it
+/// runs; refused if its budget is spent or the file now describes another study.
+async fn continue_study(
+    client: &ApiClient,
+    study: Study,
+    spec: &tuner_core::StudySpec,
+    args: &TuneArgs,
+) -> Result<Study> {
+    let (id, file, db) = (study.id, args.file.display(), args.db.display());
+    // What may differ between a file and its study: the seed the server chose, and a
+    // budget extended since.
+    let comparable = |doc: &serde_json::Value| {
+        let mut doc = doc.clone();
+        if let Some(o) = doc.get_mut("optimizer").and_then(|o| o.as_object_mut()) {
+            o.remove("seed");
+        }
+        if let Some(b) = doc.get_mut("budget").and_then(|b| b.as_object_mut()) {
+            b.remove("max_trials");
+        }
+        doc
+    };
+    let stored = study.spec.as_ref().map(comparable);
+    if stored != Some(comparable(&serde_json::to_value(spec)?)) {
+        bail!(
+            "{db} holds study {id} \"{}\", which {file} no longer describes; \
+             start a new study with `tuner-cli tune {file} --fresh`, or rename it in the file",
+            study.name
+        );
+    }
+    let spent = study.counts.total - study.counts.failed;
+    match study.state {
+        StudyState::Running => {
+            eprintln!("continuing study {id} \"{}\" from {db}", study.name);
+            Ok(study)
+        }
+        StudyState::Completed if spent >= u64::from(study.max_trials) => bail!(
+            "study {id} \"{}\" in {db} is completed: its {} trials are done. To run more, \
+             extend it (`tuner-cli serve --db {db}`, then `tuner-cli extend {id} --max-trials N` \
+             and this command again), or start a new study with `tuner-cli tune {file} --fresh`",
+            study.name,
+            study.max_trials
+        ),
+        _ => {
+            let resumed = client.control(id, "resume").await?;
+            eprintln!(
+                "continuing study {id} \"{}\" from {db} (it was {})",
+                study.name, study.state
+            );
+            Ok(resumed)
+        }
+    }
+}
+
 pub struct TuneArgs {
     pub file: PathBuf,
+    /// Create a new study even where one of the same name exists.
+    pub fresh: bool,
     pub db: PathBuf,
     pub workers: Option<usize>,
     pub out: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub lease_seconds: f64,
+    /// Where to fetch the data from when it is not installed.
+    pub data_mirror: String,
 }
 
-pub async fn tune(args: TuneArgs) -> Result<()> {
+pub async fn tune(mut args: TuneArgs) -> Result<()> {
     let mut signals = StopSignals::listen()?;
     let text = read_doc(&args.file)?;
     let (spec_format, doc_format) = doc_format(&args.file);
@@ -40,6 +97,7 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     let builtin = spec.trainer.kind == TrainerKind::FashionMnistCnn;
     let lease = crate::lease_duration(args.lease_seconds)?;
     if builtin {
+        args.data_dir = crate::fetch::data_dir(args.data_dir.take(), &args.data_mirror).await?;
         // Fail before starting anything if the data is missing.
         tuner_train::data::FashionMnist::load(args.data_dir.as_deref())
             .context("the built-in trainer needs Fashion-MNIST")?;
@@ -61,17 +119,35 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     let url = server.url();
 
     let client = ApiClient::new(&url);
-    let study = client
-        .create_study(&text, doc_format)
-        .await
-        .with_context(|| format!("cannot create a study from {}", args.file.display()))?;
+    let existing = if args.fresh {
+        None
+    } else {
+        let latest = client
+            .list_studies()
+            .await?
+            .studies
+            .into_iter()
+            .filter(|s| s.name == spec.name)
+            .max_by_key(|s| s.id);
+        match latest {
+            Some(s) => Some(client.get_study(s.id).await?),
+            None => None,
+        }
+    };
+    let study = match existing {
+        Some(study) => continue_study(&client, study, &spec, &args).await?,
+        None => client
+            .create_study(&text, doc_format)
+            .await
+            .with_context(|| format!("cannot create a study from {}", args.file.display()))?,
+    };
     let parallelism = spec.budget.parallelism as usize;
     let count = args.workers.unwrap_or(parallelism).max(1);
     eprintln!(
         "study {} \"{}\": {} trials, {} {} ({} optimizer), database {}",
         study.id,
         study.name,
-        spec.budget.max_trials,
+        study.max_trials,
         spec.objective.direction.as_str(),
         spec.objective.metric,
         spec.optimizer.kind.as_str(),
@@ -80,9 +156,8 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
     eprintln!("live dashboard: {url}/#/studies/{}", study.id);
     let mut workers = if builtin {
         eprintln!(
-            "{count} local worker(s), {} training thread(s) each; Ctrl-C stops (the study can be resumed with `tuner-cli serve --db {} --workers N`)",
+            "{count} local worker(s), {} training thread(s) each; Ctrl-C stops (the same command continues the study)",
             crate::local::threads_per_worker(count),
-            args.db.display()
         );
         Some(LocalWorkers::spawn(
             &url,
@@ -162,14 +237,17 @@ pub async fn tune(args: TuneArgs) -> Result<()> {
             study.state_reason.unwrap_or_default()
         );
     }
-    let Some(best) = study.best else {
+    let Some(best) = &study.best else {
         bail!("no trial completed, so there is no best config");
     };
     eprintln!(
-        "best: trial #{} with {} = {:.4}",
-        best.number, study.objective.metric, best.value
+        "best: trial #{} with {} = {}",
+        best.number,
+        study.objective.metric,
+        output::significant(best.value)
     );
-    let config = spec.config(&best.params);
+    let config =
+        crate::training::reproducible_config(&study, best.number, spec.config(&best.params));
     let yaml = serde_yaml_ng::to_string(&config)?;
     print!("{yaml}");
     let out = args
@@ -234,7 +312,7 @@ impl TrialLog {
                     note = "  <- best so far".into();
                 }
             }
-            let value = t.value.map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+            let value = output::value_text(t.value);
             let time = t
                 .duration_seconds
                 .map_or_else(String::new, |d| format!("{d:.0}s"));
@@ -276,7 +354,7 @@ impl TrialLog {
             },
             study.best.as_ref().map_or_else(
                 || "-".to_owned(),
-                |b| format!("{:.4} (#{})", b.value, b.number)
+                |b| format!("{} (#{})", output::significant(b.value), b.number)
             )
         );
         self.status.set_length(u64::from(study.max_trials));

@@ -292,14 +292,16 @@ fn client_commands_fail_clearly() {
         "{err}"
     );
 
-    // No server there: says where it tried.
+    // No server there: says where it tried, once, and what to do.
     let out = cli("http://127.0.0.1:9", &["studies"]);
     assert!(!out.status.success());
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("cannot reach the tuner server at http://127.0.0.1:9"),
-        "{}",
-        stderr(&out)
+        err.contains("cannot reach the tuner server at http://127.0.0.1:9")
+            && err.contains("`tuner-cli serve`"),
+        "{err}"
     );
+    assert_eq!(err.matches("127.0.0.1:9").count(), 1, "{err}");
 
     let server = Server::start(&dir.path().join("e.db"), &[]);
     let out = cli(&server.url, &["create", bad.to_str().unwrap()]);
@@ -417,7 +419,35 @@ fn tune_runs_a_built_in_study_end_to_end_and_exports_the_best() {
         "the best config is printed too"
     );
 
-    // What `best` exported trains with `train`; `--json` ends with one JSON line.
+    // The export carries how the trial was trained, and `train` reads it: the same
+    // seed, epochs, split and limits give the same val_accuracy as the trial's.
+    assert_eq!(config["epochs"], 1);
+    assert_eq!(config["train_limit"], 800);
+    assert_eq!(config["val_limit"], 400);
+    assert_eq!(config["validation_split"], 0.2);
+    let best_value: f64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("best: trial #"))
+        .and_then(|l| l.rsplit("= ").next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the best value is printed: {err}"));
+    let out = Command::new(BIN)
+        .args(["train", "--config"])
+        .arg(&best)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = stdout(&out).lines().last().unwrap().to_owned();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["seed"], config["seed"]);
+    let retrained = v["val_accuracy"].as_f64().unwrap();
+    assert!(
+        (retrained - best_value).abs() < 5e-5,
+        "retrained {retrained}, the trial had {best_value} (printed to 4 places, and \
+         accuracies over 400 images are multiples of 0.0025: equal)"
+    );
+    // Flags override the export; `--json` ends with one JSON line.
     let out = Command::new(BIN)
         .args(["train", "--config"])
         .arg(&best)
@@ -437,6 +467,7 @@ fn tune_runs_a_built_in_study_end_to_end_and_exports_the_best() {
     assert!(out.status.success(), "{}", stderr(&out));
     let last = stdout(&out).lines().last().unwrap().to_owned();
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["seed"], 3);
     assert!(v["val_accuracy"].as_f64().unwrap() > 0.5, "{v}");
     assert!(v["test_accuracy"].as_f64().unwrap() > 0.5, "{v}");
     assert_eq!(v["history"].as_array().unwrap().len(), 1);
@@ -445,6 +476,71 @@ fn tune_runs_a_built_in_study_end_to_end_and_exports_the_best() {
         stderr(&out).contains("Epoch 1"),
         "a Keras-style log: {}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn tune_continues_the_study_of_the_same_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = "version: 1\nname: again\nobjective: {metric: val_accuracy, direction: maximize}\n\
+         trainer: {kind: fashion-mnist-cnn, epochs: 1, train_limit: 300, val_limit: 100}\n\
+         budget: {max_trials: 1, parallelism: 1}\n\
+         parameters:\n  learning_rate: {type: float, min: 1.0e-3, max: 3.0e-3}\n\
+         fixed: {conv1_filters: 8, conv2_filters: 16, dense_units: 32, batch_size: 64}\n";
+    std::fs::write(dir.path().join("again.yaml"), tiny).unwrap();
+    let tune = |extra: &[&str]| {
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["tune", "again.yaml", "--db", "again.db"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = tune(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+
+    // Completed with its budget spent: says how to go on.
+    let spent = tune(&[]);
+    assert!(!spent.status.success());
+    let err = stderr(&spent);
+    assert!(
+        err.contains("study 1 \"again\"") && err.contains("tuner-cli extend 1 --max-trials N"),
+        "{err}"
+    );
+    assert!(err.contains("--fresh"), "{err}");
+
+    // Extended meanwhile: the same command continues it.
+    let server = Server::start(&dir.path().join("again.db"), &[]);
+    let extended = cli(&server.url, &["extend", "1", "--max-trials", "2"]);
+    assert!(extended.status.success(), "{}", stderr(&extended));
+    drop(server);
+    let again = tune(&[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let err = stderr(&again);
+    assert!(err.contains("continuing study 1 \"again\""), "{err}");
+    assert!(err.contains("study 1 completed"), "{err}");
+
+    // An edited file is not silently taken for the old study.
+    std::fs::write(
+        dir.path().join("again.yaml"),
+        tiny.replace("max: 3.0e-3", "max: 4.0e-3"),
+    )
+    .unwrap();
+    let edited = tune(&[]);
+    assert!(!edited.status.success());
+    assert!(
+        stderr(&edited).contains("no longer describes"),
+        "{}",
+        stderr(&edited)
+    );
+
+    // --fresh starts another study.
+    let fresh = tune(&["--fresh"]);
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    assert!(
+        stderr(&fresh).contains("study 2 \"again\""),
+        "{}",
+        stderr(&fresh)
     );
 }
 
@@ -482,6 +578,38 @@ fn tune_and_train_explain_missing_data() {
     assert!(
         !dir.path().join("tuner.db").exists(),
         "nothing started before the check"
+    );
+}
+
+#[test]
+fn an_explicit_data_folder_that_does_not_exist_is_an_error() {
+    // The Debian copy is installed here: it must not stand in for the folder named.
+    let out = Command::new(BIN)
+        .arg("data")
+        .env("FASHION_MNIST_DIR", "/nonexistent/fmnist")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("/nonexistent/fmnist (no such directory; named by FASHION_MNIST_DIR"),
+        "{err}"
+    );
+    let worker = Command::new(BIN)
+        .args([
+            "--server",
+            "http://127.0.0.1:9",
+            "worker",
+            "--data-dir",
+            "/nonexistent/fmnist",
+        ])
+        .output()
+        .unwrap();
+    assert!(!worker.status.success());
+    let err = stderr(&worker);
+    assert!(
+        err.contains("this worker cannot train") && err.contains("/nonexistent/fmnist"),
+        "checked before contacting any server: {err}"
     );
 }
 
@@ -726,6 +854,76 @@ async fn sigterm_stops_serve_with_its_local_workers_releasing_their_trials() {
     // The worker handed its trial back before the server went away.
     let restarted = Server::start(&db, &[]);
     let trial = restarted.client().get_trial(running.id).await.unwrap();
+    assert_eq!(trial.state, TrialState::Pending, "{trial:?}");
+    assert_eq!(
+        trial.attempts,
+        running.attempts - 1,
+        "released, not expired"
+    );
+}
+
+/// Starts `tune FILE` in `dir` and returns it with the URL of its embedded server, read
+/// from its `live dashboard` line (its stderr is drained meanwhile).
+fn start_tune(dir: &Path, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .arg("tune")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("live dashboard: ").nth(1) {
+                let url = rest.split("/#/").next().unwrap_or("").to_owned();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("tune says where its server listens");
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_tune_releases_the_running_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("long.yaml"), LONG_CNN_STUDY).unwrap();
+    let (mut tune, url) = start_tune(
+        dir.path(),
+        &[
+            "long.yaml",
+            "--db",
+            "tune.db",
+            "--workers",
+            "1",
+            "--lease-seconds",
+            "600",
+        ],
+    );
+    let client = ApiClient::new(&url);
+    let study = client.list_studies().await.unwrap().studies[0].id;
+    let running = wait_for_a_running_trial(&client, study).await;
+
+    let sent = Command::new("kill")
+        .args(["-INT", &tune.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    exit_within(&mut tune, Duration::from_secs(30));
+
+    // Nothing is left running, and the released trial used up no retry.
+    let server = Server::start(&dir.path().join("tune.db"), &[]);
+    let trials = server.client().list_trials(study).await.unwrap().trials;
+    assert!(
+        trials.iter().all(|t| t.state != TrialState::Running),
+        "{trials:?}"
+    );
+    let trial = server.client().get_trial(running.id).await.unwrap();
     assert_eq!(trial.state, TrialState::Pending, "{trial:?}");
     assert_eq!(
         trial.attempts,
@@ -1137,6 +1335,60 @@ fn summary_and_json_reads_match_their_snapshots() {
     let out = cli(&server.url, &["summary", "99"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("99"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_of_a_failed_study_count_truly_and_show_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("failing.db"), &[]);
+    let client = server.client();
+    let study = client
+        .create_study(
+            &space(4, 1).replace(
+                "parallelism: 1}",
+                "parallelism: 1, max_consecutive_failures: 2}",
+            ),
+            DocFormat::Yaml,
+        )
+        .await
+        .unwrap();
+    for reason in ["CUDA on fire", "NaN loss at epoch 3"] {
+        let AskAnswer::Leased(a) = client.ask(study.id, &AskRequest::default()).await.unwrap()
+        else {
+            panic!("a trial to fail")
+        };
+        client
+            .fail(
+                a.trial.id,
+                &tuner_api::FailRequest {
+                    lease_token: Some(a.lease.token.clone()),
+                    reason: reason.into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let id = study.id.to_string();
+    let studies = stdout(&cli(&server.url, &["studies"]));
+    assert!(studies.contains("0/4 (+2 failed)"), "{studies}");
+    let summary = stdout(&cli(&server.url, &["summary", &id]));
+    assert!(
+        summary.contains("Trials: 0/4 (+2 failed) of the budget"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("Failed trials (2 of 2, latest first):\n  trial 1: NaN loss at epoch 3\n  trial 0: CUDA on fire"),
+        "{summary}"
+    );
+    let trials = stdout(&cli(&server.url, &["trials", &id]));
+    assert!(trials.contains("[CUDA on fire]"), "{trials}");
+    // Floats to 4 significant digits, not 17.
+    let x = trials
+        .lines()
+        .find_map(|l| l.split("x=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("x is listed: {trials}"));
+    assert!(x.trim_start_matches('-').len() <= 7, "{x}");
 }
 
 #[test]
@@ -1835,4 +2087,59 @@ fn copy_moves_studies_from_sqlite_to_postgres_where_they_read_the_same() {
         assert!(on_target.status.success(), "{}", stderr(&on_target));
         assert_eq!(stdout(&on_target), stdout(&on_source), "{args:?}");
     }
+}
+
+/// `extend` through one replica raises the budget that another replica, which has
+/// already read (and cached) the study, uses at its very next ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_on_one_replica_is_obeyed_by_the_other_at_its_next_ask() {
+    let Some(db) = pg_database().await else {
+        return;
+    };
+    let db_path = Path::new(&db);
+    let (one, two) = (Server::start(db_path, &[]), Server::start(db_path, &[]));
+    let study = one
+        .client()
+        .create_study(&space(2, 1), DocFormat::Yaml)
+        .await
+        .unwrap();
+    assert_eq!(worker(two.client(), study.id, "w".into()).await, 2);
+    assert_eq!(
+        two.client().get_study(study.id).await.unwrap().state,
+        StudyState::Completed
+    );
+
+    let refused = cli(&one.url, &["resume", &study.id.to_string()]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("extend"), "{}", stderr(&refused));
+    let extended = cli(
+        &one.url,
+        &["extend", &study.id.to_string(), "--max-trials", "5"],
+    );
+    assert!(extended.status.success(), "{}", stderr(&extended));
+    assert_eq!(
+        stdout(&extended).trim(),
+        format!(
+            "study {} now has a budget of 5 trials and is running",
+            study.id
+        )
+    );
+    let too_few = cli(
+        &one.url,
+        &["extend", &study.id.to_string(), "--max-trials", "4"],
+    );
+    assert!(!too_few.status.success());
+    assert!(
+        stderr(&too_few).contains("above the study's current 5"),
+        "{}",
+        stderr(&too_few)
+    );
+
+    // The other replica hands out exactly the 3 new trials.
+    assert_eq!(worker(two.client(), study.id, "w".into()).await, 3);
+    let done = two.client().get_study(study.id).await.unwrap();
+    assert_eq!(
+        (done.state, done.counts.completed),
+        (StudyState::Completed, 5)
+    );
 }

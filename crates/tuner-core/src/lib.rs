@@ -27,7 +27,7 @@ pub use space::{
     PrunerSpec, SearchSpace, StudySpec, TrainerKind, TrainerSpec,
 };
 pub use state::{StudyState, TrialState};
-pub use validate::{SpecFormat, parse_spec, parse_spec_value};
+pub use validate::{SpecFormat, parse_spec, parse_spec_value, sets_optimizer_seed};
 
 /// Hard limits on documents, so a hostile or mistaken file cannot exhaust the server.
 pub mod limits {

@@ -89,15 +89,23 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+struct CachedSpec {
+    stored: serde_json::Value,
+    parsed: Arc<StudySpec>,
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     /// Other servers write to the same database (replicas on PostgreSQL): decisions are
     /// made in the database, and this server's memory only caches what never changes
-    /// (specs, which study a trial is in) or what it catches up on under a lock.
+    /// (which study a trial is in), what it checks against the record it reads (specs)
+    /// or what it catches up on under a lock.
     shared: bool,
     config: ServerConfig,
-    /// Parsed specs by study (they never change once created).
-    specs: Mutex<HashMap<StudyId, Arc<StudySpec>>>,
+    /// Parsed specs by study, each with the stored document it was parsed from: an
+    /// extend (here or on another replica) changes `budget.max_trials`, so a cached spec
+    /// is used only while the study's record still holds that document.
+    specs: Mutex<HashMap<StudyId, CachedSpec>>,
     /// One lock per study serializes `ask`, so budget counting and trial numbering
     /// cannot race between concurrent workers.
     ask_locks: Mutex<HashMap<StudyId, Arc<tokio::sync::Mutex<()>>>>,
@@ -122,11 +130,14 @@ struct Inner {
 }
 
 /// A cached study record and a generation counter: a load that started before the
-/// record changed must not put the old record back.
+/// record changed must not put the old record back. While a change is being written
+/// nothing is cached (a reader that saw the new row must not then get the old record
+/// from memory).
 #[derive(Default)]
 struct CachedStudy {
     generation: u64,
     record: Option<StudyRecord>,
+    changes_in_flight: u32,
 }
 
 impl AppState {
@@ -204,13 +215,13 @@ impl AppState {
         let record = self.store().get_study(id).await?;
         let mut studies = self.inner.studies.lock().unwrap_or_else(|e| e.into_inner());
         let cached = studies.entry(id).or_default();
-        if cached.generation == generation {
+        if cached.generation == generation && cached.changes_in_flight == 0 {
             cached.record = Some(record.clone());
         }
         Ok(record)
     }
 
-    /// Changes a study's state in the store, then drops the cached record.
+    /// Changes a study's state in the store, with its cached record dropped meanwhile.
     async fn set_study_state(
         &self,
         id: StudyId,
@@ -218,9 +229,29 @@ impl AppState {
         reason: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let result = self.store().set_study_state(id, to, reason, now).await;
-        self.drop_cached_study(id);
+        self.changing_study(id, self.store().set_study_state(id, to, reason, now))
+            .await
+    }
+
+    /// Runs `change` to the study's row with no record of it cached from before the
+    /// change starts until after it ends.
+    async fn changing_study<T>(
+        &self,
+        id: StudyId,
+        change: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.mark_study_change(id, 1);
+        let result = change.await;
+        self.mark_study_change(id, -1);
         result
+    }
+
+    fn mark_study_change(&self, id: StudyId, delta: i32) {
+        let mut studies = self.inner.studies.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = studies.entry(id).or_default();
+        cached.changes_in_flight = cached.changes_in_flight.saturating_add_signed(delta);
+        cached.generation += 1;
+        cached.record = None;
     }
 
     fn drop_cached_study(&self, id: StudyId) {
@@ -260,10 +291,18 @@ impl AppState {
         self.inner.next_expiry.store(i64::MIN, Ordering::SeqCst);
     }
 
-    /// The parsed spec of a study, from the cache or the stored document.
+    /// The parsed spec of a study, from the cache while it was parsed from the record's
+    /// document, else from that document.
     fn spec_of(&self, record: &StudyRecord) -> Result<Arc<StudySpec>, ApiError> {
-        if let Some(spec) = self.cached_spec(record.id) {
-            return Ok(spec);
+        if let Some(cached) = self
+            .inner
+            .specs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&record.id)
+            .filter(|cached| cached.stored == record.spec)
+        {
+            return Ok(cached.parsed.clone());
         }
         let spec = parse_spec_value(&record.spec).map_err(|e| {
             ApiError::Internal(format!(
@@ -276,17 +315,25 @@ impl AppState {
             .specs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(record.id, spec.clone());
+            .insert(
+                record.id,
+                CachedSpec {
+                    stored: record.spec.clone(),
+                    parsed: spec.clone(),
+                },
+            );
         Ok(spec)
     }
 
+    /// Any spec of the study parsed before, maybe older than the stored one: good for
+    /// what an extend never changes (the objective, the trainer, the pruner).
     fn cached_spec(&self, id: StudyId) -> Option<Arc<StudySpec>> {
         self.inner
             .specs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-            .cloned()
+            .map(|cached| cached.parsed.clone())
     }
 
     /// The spec of the study a trial belongs to (what report and complete need to find
@@ -296,7 +343,8 @@ impl AppState {
             Some(study) => study,
             None => self.store().study_of_trial(id).await?,
         };
-        // Specs never change: no need to read the study again once one is cached.
+        // Only `budget.max_trials` ever changes, which report and complete do not read:
+        // no need to read the study again once a spec is cached.
         if let Some(spec) = self.cached_spec(study) {
             return Ok(spec);
         }

@@ -41,8 +41,13 @@ pub async fn settle(state: &AppState, id: StudyId, after_failure: bool) -> Resul
     let spec = state.spec_of(&record)?;
     let now = state.now_ms();
     let limit = spec.budget.max_consecutive_failures;
+    // Failures before the last state change (a resume, an extend) do not count: a
+    // resumed failed study gets a fresh streak.
     let failures = if after_failure {
-        state.store().consecutive_failures(id, limit).await?
+        state
+            .store()
+            .consecutive_failures(id, limit, record.updated_at)
+            .await?
     } else {
         0
     };

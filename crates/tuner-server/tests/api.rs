@@ -120,6 +120,14 @@ impl TestServer {
         }
     }
 
+    async fn fail(&self, trial: i64, token: &str, reason: &str) -> Answer {
+        self.post(
+            &format!("/trials/{trial}/fail"),
+            json!({"lease_token": token, "reason": reason}),
+        )
+        .await
+    }
+
     async fn complete(&self, trial: i64, token: &str, value: f64) -> Answer {
         self.post(
             &format!("/trials/{trial}/complete"),
@@ -427,14 +435,13 @@ async fn budget_and_parallelism_are_global() {
     assert_eq!(study.body["best"]["value"], 0.3);
 }
 
+/// A space of two configurations, and budget for ten.
+const TWO_CONFIGS: &str = "version: 1\nname: tiny\nobjective: {metric: acc, direction: maximize}\nbudget: {max_trials: 10, parallelism: 10}\nparameters:\n  k: {type: categorical, values: [3, 5]}\n";
+
 #[tokio::test]
 async fn a_finite_space_is_never_repeated_and_says_when_exhausted() {
     let s = TestServer::new().await;
-    let id = s
-        .create(
-            "version: 1\nname: tiny\nobjective: {metric: acc, direction: maximize}\nbudget: {max_trials: 10, parallelism: 10}\nparameters:\n  k: {type: categorical, values: [3, 5]}\n",
-        )
-        .await;
+    let id = s.create(TWO_CONFIGS).await;
     let (t1, k1) = s.ask(id).await.unwrap();
     let (t2, k2) = s.ask(id).await.unwrap();
     assert!(s.ask(id).await.is_none());
@@ -509,17 +516,161 @@ async fn lost_leases_are_retried_then_failed_and_failures_stop_the_study() {
     );
 
     // A second failure in a row trips max_consecutive_failures = 2.
-    let f = s
-        .post(
-            &format!("/trials/{next}/fail"),
-            json!({"lease_token": token, "reason": "CUDA on fire"}),
-        )
-        .await;
+    let f = s.fail(next, &token, "CUDA on fire").await;
     assert_eq!(f.status, StatusCode::OK, "{}", f.body);
     assert_eq!(f.body["failure_reason"], "CUDA on fire");
     let study = s.get(&format!("/studies/{id}")).await;
     assert_eq!(study.body["state"], "failed", "{}", study.body);
     assert!(s.ask(id).await.is_none());
+
+    // A failed study resumes with a fresh streak: the failures before the resume do
+    // not count, so one more failure leaves it running and a second fails it again.
+    s.clock.advance(Duration::from_millis(1));
+    let resumed = s.post(&format!("/studies/{id}/resume"), json!({})).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+    assert_eq!(resumed.body["state"], "running");
+    s.clock.advance(Duration::from_millis(1));
+    for expected in ["running", "failed"] {
+        let (next, token) = s.ask(id).await.unwrap();
+        let f = s.fail(next, &token, "CUDA on fire").await;
+        assert_eq!(f.status, StatusCode::OK, "{}", f.body);
+        let study = s.get(&format!("/studies/{id}")).await;
+        assert_eq!(study.body["state"], expected, "{}", study.body);
+    }
+}
+
+#[tokio::test]
+async fn a_completed_study_is_extended_and_resumed_only_with_budget_left() {
+    let s = TestServer::new().await;
+    let id = s.create(&space(2, 2, "")).await;
+    for _ in 0..2 {
+        let (trial, token) = s.ask(id).await.unwrap();
+        assert_eq!(s.complete(trial, &token, 0.5).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        s.get(&format!("/studies/{id}")).await.body["state"],
+        "completed"
+    );
+
+    // Spent: resume says to extend.
+    let r = s.post(&format!("/studies/{id}/resume"), json!({})).await;
+    assert_error(&r, StatusCode::CONFLICT, "invalid_study_state");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("extend"), "{message}");
+
+    // The new total must be above the current one.
+    for (max_trials, said) in [(1, "above the study's current 2"), (2, "above")] {
+        let e = s
+            .post(
+                &format!("/studies/{id}/extend"),
+                json!({"max_trials": max_trials}),
+            )
+            .await;
+        assert_error(&e, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        assert!(e.body["error"]["message"].as_str().unwrap().contains(said));
+    }
+    let bad = s
+        .post(
+            &format!("/studies/{id}/extend"),
+            json!({"max_trials": "lots"}),
+        )
+        .await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+
+    let e = s
+        .post(&format!("/studies/{id}/extend"), json!({"max_trials": 3}))
+        .await;
+    assert_eq!(e.status, StatusCode::OK, "{}", e.body);
+    assert_eq!(e.body["state"], "running");
+    assert_eq!(e.body["max_trials"], 3);
+    assert_eq!(e.body["spec"]["budget"]["max_trials"], 3);
+    let (trial, token) = s
+        .ask(id)
+        .await
+        .expect("the extended budget hands out one more");
+    assert!(s.ask(id).await.is_none(), "and only one");
+    s.complete(trial, &token, 0.7).await;
+    let study = s.get(&format!("/studies/{id}")).await;
+    assert_eq!(study.body["state"], "completed");
+    assert_eq!(study.body["counts"]["completed"], 3);
+
+    // A running or paused study keeps its state when extended.
+    let other = s.create(&space(2, 1, "")).await;
+    s.post(&format!("/studies/{other}/pause"), json!({})).await;
+    let e = s
+        .post(
+            &format!("/studies/{other}/extend"),
+            json!({"max_trials": 5}),
+        )
+        .await;
+    assert_eq!(
+        (e.status, &e.body["state"]),
+        (StatusCode::OK, &json!("paused"))
+    );
+    assert_error(
+        &s.post("/studies/999/extend", json!({"max_trials": 5}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn studies_of_one_file_get_fresh_seeds_unless_it_sets_one() {
+    let s = TestServer::new().await;
+    let first_params = |id: i64| {
+        let s = &s;
+        async move {
+            let a = s.post(&format!("/studies/{id}/ask"), json!({})).await;
+            (
+                a.body["trial"]["params"].clone(),
+                s.get(&format!("/studies/{id}")).await.body,
+            )
+        }
+    };
+    let unseeded = space(5, 1, "optimizer: {kind: random}\n");
+    let (a, study_a) = first_params(s.create(&unseeded).await).await;
+    let (b, study_b) = first_params(s.create(&unseeded).await).await;
+    let seed = |study: &Value| study["spec"]["optimizer"]["seed"].as_u64().unwrap();
+    assert_ne!(
+        seed(&study_a),
+        seed(&study_b),
+        "each study stores its own seed"
+    );
+    assert_ne!(a, b, "and does not replay the other's sequence");
+
+    let seeded = space(5, 1, "optimizer: {kind: random, seed: 7}\n");
+    let (c, study_c) = first_params(s.create(&seeded).await).await;
+    let (d, _) = first_params(s.create(&seeded).await).await;
+    assert_eq!(seed(&study_c), 7);
+    assert_eq!(c, d, "an explicit seed replays");
+}
+
+#[tokio::test]
+async fn a_completed_study_with_budget_left_resumes() {
+    let s = TestServer::new().await;
+    let id = s.create(TWO_CONFIGS).await;
+    for _ in 0..2 {
+        let (trial, token) = s.ask(id).await.unwrap();
+        s.complete(trial, &token, 0.5).await;
+    }
+    assert!(s.ask(id).await.is_none());
+    assert_eq!(
+        s.get(&format!("/studies/{id}")).await.body["state"],
+        "completed"
+    );
+    // Completed by exhaustion with 8 trials of budget left: resuming is allowed (and the
+    // study completes again at the next ask, the space still being used up).
+    let r = s.post(&format!("/studies/{id}/resume"), json!({})).await;
+    assert_eq!(
+        (r.status, &r.body["state"]),
+        (StatusCode::OK, &json!("running"))
+    );
+    assert!(s.ask(id).await.is_none());
+    assert_eq!(
+        s.get(&format!("/studies/{id}")).await.body["state"],
+        "completed"
+    );
 }
 
 #[tokio::test]
@@ -1446,6 +1597,7 @@ async fn the_openapi_document_matches_the_router() {
         ("post", "/ask"),
         ("post", "/studies"),
         ("post", "/studies/{id}/ask"),
+        ("post", "/studies/{id}/extend"),
         ("post", "/studies/{id}/pause"),
         ("post", "/studies/{id}/resume"),
         ("post", "/studies/{id}/stop"),
@@ -1624,7 +1776,7 @@ async fn every_guarded_route_refuses_a_bad_token_without_side_effects() {
             guarded += 1;
         }
     }
-    assert_eq!(guarded, 18, "every route but the four public ones");
+    assert_eq!(guarded, 19, "every route but the four public ones");
     assert_eq!(
         snapshot(&s).await,
         before,

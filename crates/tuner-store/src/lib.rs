@@ -69,6 +69,16 @@ pub trait Store: Send + Sync + 'static {
         reason: Option<&str>,
         now: i64,
     ) -> Result<()>;
+    /// Replaces a study's spec (a larger `budget.max_trials`) and its state in one
+    /// write; `updated_at` becomes `now`.
+    async fn set_study_spec(
+        &self,
+        id: StudyId,
+        spec: &serde_json::Value,
+        state: StudyState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<()>;
     /// Deletes a study with all its trials.
     async fn delete_study(&self, id: StudyId) -> Result<()>;
 
@@ -161,8 +171,9 @@ pub trait Store: Send + Sync + 'static {
     /// The study's trial events after event `after` (0: from the start), oldest first.
     async fn events_since(&self, study: StudyId, after: i64, limit: u32)
     -> Result<Vec<TrialEvent>>;
-    /// How many of the study's most recently finished trials failed, in a row.
-    async fn consecutive_failures(&self, study: StudyId, limit: u32) -> Result<u32>;
+    /// How many of the study's most recently finished trials failed, in a row, counting
+    /// only trials finished after `since` (a resumed study starts a new streak).
+    async fn consecutive_failures(&self, study: StudyId, limit: u32, since: i64) -> Result<u32>;
 
     /// The whole study as of one moment (one read snapshot): the study, every trial with
     /// its epochs, and its event log in order.

@@ -78,6 +78,8 @@ conformance!(
     concurrent_finishes_are_answered_one_by_one,
     deleting_a_study_while_its_trials_change,
     asks_from_replicas_keep_the_budget_exact,
+    an_extended_study_gets_its_new_spec_and_state_in_one_write,
+    a_failure_streak_counts_only_trials_finished_since_a_resume,
     an_ask_dropped_before_commit_leaves_nothing,
     an_ask_sees_every_replicas_trials_as_they_are,
     a_study_is_exported_and_imported_with_everything_but_its_ids,
@@ -456,6 +458,76 @@ async fn studies_are_created_listed_and_deleted(b: &Backend) {
     assert_eq!(
         (bb.state, bb.state_reason.as_deref(), bb.updated_at),
         (StudyState::Stopped, Some("by test"), 3_000)
+    );
+}
+
+async fn an_extended_study_gets_its_new_spec_and_state_in_one_write(b: &Backend) {
+    let one = b.open().await;
+    let two = b.replica(&one).await;
+    let study = one
+        .create_study(new_study(Direction::Maximize, 0), 1_000)
+        .await
+        .unwrap();
+    one.set_study_state(study.id, StudyState::Completed, Some("budget spent"), 2_000)
+        .await
+        .unwrap();
+    let extended = json!({"name": "s", "budget": {"max_trials": 30}, "a": 1.0e-4});
+    one.set_study_spec(
+        study.id,
+        &extended,
+        StudyState::Running,
+        Some("extended"),
+        3_000,
+    )
+    .await
+    .unwrap();
+    // Another replica reads the new spec from the database at once.
+    let seen = two.get_study(study.id).await.unwrap();
+    assert_eq!(seen.spec, extended);
+    assert_eq!(
+        (seen.state, seen.state_reason.as_deref(), seen.updated_at),
+        (StudyState::Running, Some("extended"), 3_000)
+    );
+    assert!(matches!(
+        one.set_study_spec(StudyId(999), &extended, StudyState::Running, None, 0)
+            .await,
+        Err(StoreError::StudyNotFound(StudyId(999)))
+    ));
+}
+
+async fn a_failure_streak_counts_only_trials_finished_since_a_resume(b: &Backend) {
+    let store = b.open().await;
+    let study = store
+        .create_study(new_study(Direction::Maximize, 0), 0)
+        .await
+        .unwrap();
+    for (x, at) in [(1, 100), (2, 200), (3, 300)] {
+        let token = format!("t{x}");
+        let t = store
+            .insert_leased_trial(study.id, &params(x), &grant(&token, at - 50, 1_000))
+            .await
+            .unwrap();
+        store
+            .finish_trial(t.id, &token, at, failed("boom"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.consecutive_failures(study.id, 10, 0).await.unwrap(),
+        3
+    );
+    assert_eq!(store.consecutive_failures(study.id, 2, 0).await.unwrap(), 2);
+    assert_eq!(
+        store.consecutive_failures(study.id, 10, 199).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.consecutive_failures(study.id, 10, 200).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.consecutive_failures(study.id, 10, 300).await.unwrap(),
+        0
     );
 }
 
@@ -890,7 +962,7 @@ async fn expired_leases_are_requeued_then_failed_after_retries(b: &Backend) {
             .unwrap()
             .contains("lease expired 2 time(s)")
     );
-    assert_eq!(store.consecutive_failures(study.id, 5).await.unwrap(), 1);
+    assert_eq!(store.consecutive_failures(study.id, 5, 0).await.unwrap(), 1);
     assert!(store.reap_expired_leases(2_000).await.unwrap().is_empty());
 }
 
@@ -1070,7 +1142,7 @@ async fn best_trial_follows_the_direction_and_prefers_earlier_ties(b: &Backend) 
         assert_eq!(best.number, want, "{direction:?}");
         let counts = store.trial_counts(study.id).await.unwrap();
         assert_eq!((counts.completed, counts.failed), (4, 1));
-        assert_eq!(store.consecutive_failures(study.id, 5).await.unwrap(), 1);
+        assert_eq!(store.consecutive_failures(study.id, 5, 0).await.unwrap(), 1);
     }
 }
 
@@ -1963,8 +2035,8 @@ async fn a_study_is_exported_and_imported_with_everything_but_its_ids(b: &Backen
     let best = store.best_trial(copy.id).await.unwrap().unwrap();
     assert_eq!((best.number, best.value), (6, Some(0.1)));
     assert_eq!(
-        store.consecutive_failures(copy.id, 10).await.unwrap(),
-        store.consecutive_failures(id, 10).await.unwrap()
+        store.consecutive_failures(copy.id, 10, 0).await.unwrap(),
+        store.consecutive_failures(id, 10, 0).await.unwrap()
     );
 
     // The copy goes on where the original was: the next number, distinct configs, the

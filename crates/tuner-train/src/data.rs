@@ -1,4 +1,5 @@
-//! Fashion-MNIST from local IDX files (gzipped or raw). Never downloads anything.
+//! Fashion-MNIST from local IDX files (gzipped or raw). Never downloads anything (the
+//! CLI fetches missing files into a folder this then reads).
 
 use std::{
     io::Read,
@@ -99,21 +100,26 @@ impl DataSummary {
 }
 
 impl FashionMnist {
-    /// Loads from `dir` if given (and only there: a folder the user named that lacks
-    /// the files is an error, not a cue to use other data), else from the first of
-    /// `$FASHION_MNIST_DIR`, `/usr/share/datasets/fashion-mnist` and `./data` that holds
-    /// all four files.
+    /// Loads from `dir` if given, else from `$FASHION_MNIST_DIR` if set, and only there:
+    /// a folder the user named that lacks the files is an error, not a cue to use other
+    /// data. With neither, from the first of `/usr/share/datasets/fashion-mnist` and
+    /// `./data` that holds all four files.
     pub fn load(dir: Option<&Path>) -> Result<FashionMnist, TrainError> {
         if let Some(dir) = dir {
             return Self::load_from_first(&[dir.to_path_buf()]);
         }
-        let mut places: Vec<PathBuf> = Vec::new();
         if let Some(env) = std::env::var_os(DIR_ENV).filter(|v| !v.is_empty()) {
-            places.push(PathBuf::from(env));
+            return Self::load_from_first(&[PathBuf::from(env)]).map_err(|e| match e {
+                TrainError::DataNotFound { searched } => TrainError::DataNotFound {
+                    searched: searched
+                        .into_iter()
+                        .map(|(dir, why)| (dir, format!("{why}; named by {DIR_ENV}, the only place looked in when it is set")))
+                        .collect(),
+                },
+                other => other,
+            });
         }
-        places.push(PathBuf::from(SYSTEM_DIR));
-        places.push(PathBuf::from("data"));
-        Self::load_from_first(&places)
+        Self::load_from_first(&[PathBuf::from(SYSTEM_DIR), PathBuf::from("data")])
     }
 
     /// Loads from the first directory of `places` that holds all four files.
@@ -202,6 +208,11 @@ const FILES: [&str; 4] = [
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 ];
+
+/// Whether `dir` holds all four files (gzipped or raw), without reading them.
+pub fn holds_files(dir: &Path) -> bool {
+    FILES.iter().all(|f| find(dir, f).is_ok())
+}
 
 /// `dir/name.gz` or `dir/name`, or the name that is missing.
 fn find(dir: &Path, name: &str) -> Result<PathBuf, String> {

@@ -39,3 +39,22 @@ pub enum TrainError {
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
 }
+
+impl TrainError {
+    /// Whether the fault is the machine's (data missing or unreadable, memory exhausted)
+    /// rather than the configuration's: another machine could train the same config.
+    pub fn is_environment(&self) -> bool {
+        match self {
+            TrainError::DataNotFound { .. }
+            | TrainError::DataCorrupt { .. }
+            | TrainError::Io { .. } => true,
+            TrainError::Candle(e) => {
+                let text = e.to_string().to_ascii_lowercase();
+                text.contains("out of memory") || text.contains("memory allocation")
+            }
+            TrainError::Config(_) | TrainError::InvalidOptions(_) | TrainError::Diverged { .. } => {
+                false
+            }
+        }
+    }
+}

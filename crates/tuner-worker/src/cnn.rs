@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 use tuner_api::LeasedTrial;
-use tuner_core::{ParamValue, cnn::CnnConfig};
+use tuner_core::{ParamValue, Params, cnn::CnnConfig};
 use tuner_train::{
     BatchProgress, CLASS_NAMES, EpochMetrics, FashionMnist, TrainObserver, TrainOptions,
 };
@@ -26,6 +26,9 @@ pub struct CnnRunner {
     data_dir: Option<PathBuf>,
     data: OnceLock<Result<Arc<FashionMnist>, String>>,
 }
+
+/// Images the environment check trains on: enough for one batch of the default config.
+const CHECK_IMAGES: usize = 64;
 
 impl CnnRunner {
     /// `data_dir` overrides the usual search (`FASHION_MNIST_DIR`, the Debian
@@ -50,7 +53,18 @@ impl CnnRunner {
 
 /// Training options from the trial's config and the study's `trainer` section.
 pub fn train_options(trial: &LeasedTrial, config: &CnnConfig) -> TrainOptions {
-    let trainer = &trial.trainer;
+    options_for(trial.number, &trial.config, &trial.trainer, config)
+}
+
+/// Training options of trial `number`, whose config is `params` (parsed: `config`), in a
+/// study whose `trainer` section (as written) is `trainer`: what a worker trains it
+/// with, and what an export must carry to retrain it exactly.
+pub fn options_for(
+    number: u64,
+    params: &Params,
+    trainer: &Value,
+    config: &CnnConfig,
+) -> TrainOptions {
     let epochs = config
         .epochs
         .or_else(|| {
@@ -60,9 +74,9 @@ pub fn train_options(trial: &LeasedTrial, config: &CnnConfig) -> TrainOptions {
                 .map(|e| e as u32)
         })
         .unwrap_or(DEFAULT_EPOCHS);
-    let seed = match trial.config.get("seed") {
+    let seed = match params.get("seed") {
         Some(ParamValue::Int(s)) => *s as u64,
-        _ => trial.number,
+        _ => number,
     };
     TrainOptions {
         epochs,
@@ -115,6 +129,21 @@ impl TrialRunner for CnnRunner {
         "fashion-mnist-cnn"
     }
 
+    /// Loads the data set and trains the default config for one batch on it.
+    fn check_environment(&self) -> Result<(), String> {
+        let data = self.data()?;
+        let options = TrainOptions {
+            epochs: 1,
+            train_limit: Some(CHECK_IMAGES),
+            val_limit: Some(CHECK_IMAGES),
+            ..TrainOptions::default()
+        };
+        let mut quiet = |_: &EpochMetrics| EpochControl::Continue;
+        tuner_train::train(&CnnConfig::default(), &data, &options, &mut quiet)
+            .map(|_| ())
+            .map_err(|e| format!("the built-in trainer does not run here: {e}"))
+    }
+
     fn run(
         &self,
         trial: &LeasedTrial,
@@ -127,16 +156,17 @@ impl TrialRunner for CnnRunner {
         };
         let data = match self.data() {
             Ok(d) => d,
-            Err(e) => return RunOutcome::Failed(e),
+            Err(e) => return RunOutcome::WorkerFault(e),
         };
         let options = train_options(trial, &config);
         let mut observer = Observer { on_epoch, cancel };
         let outcome = match tuner_train::train(&config, &data, &options, &mut observer) {
             Ok(o) => o,
+            Err(e) if e.is_environment() => return RunOutcome::WorkerFault(e.to_string()),
             Err(e) => return RunOutcome::Failed(e.to_string()),
         };
         if cancel.load(Ordering::SeqCst) {
-            return RunOutcome::Failed("cancelled".into());
+            return RunOutcome::WorkerFault("interrupted".into());
         }
         let Some(last) = outcome.history.last() else {
             return RunOutcome::Failed("training stopped before the first epoch ended".into());

@@ -13,7 +13,7 @@
 mod cnn;
 mod runner;
 
-pub use cnn::{CnnRunner, DEFAULT_EPOCHS};
+pub use cnn::{CnnRunner, DEFAULT_EPOCHS, options_for};
 
 pub use runner::{EpochControl, RunOutcome, TrialRunner};
 
@@ -34,6 +34,10 @@ use tuner_core::{StudyId, TrialState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// This worker cannot train (its data is missing, its trainer does not run, it ran
+    /// out of memory): found before leasing, or mid-trial, whose trial was then released.
+    #[error("this worker cannot train: {reason}")]
+    Environment { reason: String },
     /// The server answered in a way retrying cannot fix (e.g. the study is unknown).
     #[error("the server refused: {0}")]
     Refused(#[source] ClientError),
@@ -176,8 +180,14 @@ impl Worker {
         }
     }
 
-    /// Runs trials until the study is done, `max_trials` is reached or shutdown.
+    /// Runs trials until the study is done, `max_trials` is reached or shutdown. Checks
+    /// first that the runner can train, and leases nothing if it cannot.
     pub async fn run(&self) -> Result<WorkerSummary, WorkerError> {
+        let runner = self.runner.clone();
+        tokio::task::spawn_blocking(move || runner.check_environment())
+            .await
+            .unwrap_or_else(|e| Err(format!("the environment check crashed: {e}")))
+            .map_err(|reason| WorkerError::Environment { reason })?;
         let mut summary = WorkerSummary::default();
         while !self.stopping() {
             if self
@@ -317,15 +327,20 @@ impl Worker {
             return Ok(TrialEnd::Lost);
         }
         if self.stopping() {
-            let req = ReleaseRequest {
-                lease_token: Some(token),
-            };
-            // Best effort: if this fails, the lease simply expires and the trial is re-queued.
-            if let Err(e) = self.client.release(trial.id, &req).await {
-                tracing::warn!(error = %e, "could not release the trial; it will be re-queued when its lease expires");
-            }
+            self.release(&trial, token).await;
             return Ok(TrialEnd::Released);
         }
+        // Ok(metrics) or Err(why the configuration failed).
+        let outcome = match outcome {
+            RunOutcome::Completed(metrics) => Ok(metrics),
+            RunOutcome::Failed(reason) => Err(reason),
+            RunOutcome::WorkerFault(reason) => {
+                // Not the configuration's fault: another worker may well train it.
+                tracing::error!(trial = %trial.id, %reason, "this worker cannot train; releasing the trial");
+                self.release(&trial, token).await;
+                return Err(WorkerError::Environment { reason });
+            }
+        };
         if let Some(reason) = stop_reason {
             // Pruned trials are already finished on the server; a stopped study's
             // unfinished trial is failed so that no partial value stands as a result.
@@ -339,7 +354,7 @@ impl Worker {
             return Ok(TrialEnd::Stopped);
         }
         match outcome {
-            RunOutcome::Completed(metrics) => {
+            Ok(metrics) => {
                 let req = CompleteRequest {
                     lease_token: Some(token.clone()),
                     value: None,
@@ -366,10 +381,21 @@ impl Worker {
                     Err(e) => Err(e),
                 }
             }
-            RunOutcome::Failed(reason) => {
+            Err(reason) => {
                 self.fail(&trial, &token, reason).await?;
                 Ok(TrialEnd::Failed)
             }
+        }
+    }
+
+    /// Gives the trial back to the queue without using a retry. Best effort: if this
+    /// fails, the lease simply expires and the trial is re-queued.
+    async fn release(&self, trial: &LeasedTrial, token: String) {
+        let req = ReleaseRequest {
+            lease_token: Some(token),
+        };
+        if let Err(e) = self.client.release(trial.id, &req).await {
+            tracing::warn!(error = %e, "could not release the trial; it will be re-queued when its lease expires");
         }
     }
 

@@ -1,3 +1,5 @@
+//! The trainer interface a worker drives, and how a run ends.
+
 use std::sync::atomic::AtomicBool;
 
 use serde_json::{Map, Value};
@@ -6,13 +8,18 @@ use tuner_api::LeasedTrial;
 /// passes it through.
 pub use tuner_train::EpochControl;
 
-/// How a run ended.
+/// How a run ended. Whose fault a failure is decides what becomes of the trial: the
+/// configuration's fails it (and counts towards the study's failure streak); the
+/// worker's gives it back to the queue for a worker that can train it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
     /// Final metrics; the objective is read from them by name.
     Completed(Map<String, Value>),
-    /// Why it failed (bad config, NaN loss, missing data, ...). Never a 0 score.
+    /// The configuration failed (unusable config, NaN loss, ...). Never a 0 score.
     Failed(String),
+    /// This worker could not train it (data missing or unreadable, out of memory,
+    /// interrupted): the trial is released and the worker stops.
+    WorkerFault(String),
 }
 
 /// Trains one trial. Runs on a blocking thread; `on_epoch` sends each epoch's metrics
@@ -21,6 +28,12 @@ pub enum RunOutcome {
 pub trait TrialRunner: Send + Sync + 'static {
     /// The trainer kind this runner serves (`fashion-mnist-cnn`).
     fn trainer_kind(&self) -> &'static str;
+
+    /// Whether this worker can train at all (its data loads, its trainer runs), checked
+    /// before it leases anything: `Err` says why not.
+    fn check_environment(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     fn run(
         &self,

@@ -15,7 +15,7 @@ use tuner_api::{ApiClient, DocFormat, LeasedTrial};
 use tuner_core::{StudyState, TrialState};
 use tuner_server::{Server, ServerConfig, StartError};
 use tuner_store::SqliteStore;
-use tuner_worker::{EpochControl, RunOutcome, TrialRunner, Worker, WorkerOptions};
+use tuner_worker::{EpochControl, RunOutcome, TrialRunner, Worker, WorkerError, WorkerOptions};
 
 /// A server on `db` as `serve` starts one ([`Server::start`]); dropping it stops it at
 /// once, as a crash would.
@@ -115,7 +115,8 @@ impl TrialRunner for ScriptedRunner {
 fn space(max_trials: u32, parallelism: u32, x_max: f64, extra: &str) -> String {
     format!(
         "version: 1\nname: worker-test\nobjective: {{metric: val_accuracy, direction: maximize}}\n\
-         budget: {{max_trials: {max_trials}, parallelism: {parallelism}, max_consecutive_failures: 50}}\n{extra}\
+         budget: {{max_trials: {max_trials}, parallelism: {parallelism}, max_consecutive_failures: 50}}\n\
+         optimizer: {{kind: gp, seed: 0}}\n{extra}\
          parameters:\n  x: {{type: float, min: 0.0, max: {x_max}}}\n"
     )
 }
@@ -404,7 +405,7 @@ async fn the_cnn_worker_trains_a_small_study_on_fashion_mnist() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_data_fails_trials_with_the_reason_and_then_the_study() {
+async fn a_worker_without_data_leases_nothing_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _server) = serve(
         &dir.path().join("nodata.db"),
@@ -421,27 +422,78 @@ async fn missing_data_fails_trials_with_the_reason_and_then_the_study() {
     std::fs::create_dir_all(&empty).unwrap();
     let runner = Arc::new(tuner_worker::CnnRunner::new(Some(empty.clone())));
     let (w, _) = worker(&url, runner, Some(study.id));
-    let summary = w.run().await.unwrap();
-    assert_eq!((summary.completed, summary.failed), (0, 2));
-    let trials = client.list_trials(study.id).await.unwrap().trials;
-    for t in &trials {
-        assert_eq!(t.state, TrialState::Failed);
-        assert_eq!(t.value, None);
-        let reason = t.failure_reason.as_deref().unwrap();
-        assert!(reason.contains("Fashion-MNIST not found"), "{reason}");
-        assert!(
-            reason.contains(&empty.display().to_string()),
-            "names where it looked: {reason}"
-        );
-    }
-    let study = client.get_study(study.id).await.unwrap();
-    assert_eq!(study.state, StudyState::Failed);
+    let reason = match w.run().await {
+        Err(WorkerError::Environment { reason }) => reason,
+        other => panic!("expected an environment error, got {other:?}"),
+    };
+    assert!(reason.contains("Fashion-MNIST not found"), "{reason}");
     assert!(
-        study
-            .state_reason
-            .unwrap()
-            .contains("2 trials in a row failed")
+        reason.contains(&empty.display().to_string()),
+        "names where it looked: {reason}"
     );
+    // Nothing was leased: the study runs on, with no trial.
+    let study = client.get_study(study.id).await.unwrap();
+    assert_eq!(study.state, StudyState::Running);
+    assert_eq!(study.counts.total, 0);
+}
+
+/// Fails every trial as the worker's fault (its data went missing mid-study).
+struct BrokenMachine;
+
+impl TrialRunner for BrokenMachine {
+    fn trainer_kind(&self) -> &'static str {
+        "external"
+    }
+
+    fn run(
+        &self,
+        _: &LeasedTrial,
+        _: &mut dyn FnMut(u32, &Map<String, Value>) -> EpochControl,
+        _: &AtomicBool,
+    ) -> RunOutcome {
+        RunOutcome::WorkerFault("out of memory".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_of_the_worker_releases_the_trial_and_leaves_the_study_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _server) = serve(
+        &dir.path().join("broken.db"),
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let client = ApiClient::new(&url);
+    // One failure in a row would fail the study, were the fault counted.
+    let study = client
+        .create_study(
+            &space(3, 1, 0.5, "").replace(
+                "max_consecutive_failures: 50",
+                "max_consecutive_failures: 1",
+            ),
+            DocFormat::Yaml,
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let (w, _) = worker(&url, Arc::new(BrokenMachine), Some(study.id));
+        match w.run().await {
+            Err(WorkerError::Environment { reason }) => assert_eq!(reason, "out of memory"),
+            other => panic!("expected an environment error, got {other:?}"),
+        }
+    }
+    let trials = client.list_trials(study.id).await.unwrap().trials;
+    assert_eq!(
+        trials.len(),
+        1,
+        "the same trial, handed out again each time"
+    );
+    assert_eq!(trials[0].state, TrialState::Pending);
+    assert_eq!(trials[0].failure_reason, None);
+    let study = client.get_study(study.id).await.unwrap();
+    assert_eq!(study.state, StudyState::Running);
+    assert_eq!(study.counts.failed, 0);
 }
 
 /// A TCP forwarder to `target`, standing in for another replica of the same service

@@ -50,6 +50,14 @@ pub fn parse_spec(text: &str, format: SpecFormat) -> Result<StudySpec, CoreError
     Err(CoreError::InvalidSpec(problems))
 }
 
+/// Whether the document sets `optimizer.seed` itself. A server gives a study whose
+/// document does not a fresh seed, so that two studies of one file do not replay the
+/// same sequence; a seed the document sets is kept, for reproducible studies.
+pub fn sets_optimizer_seed(text: &str, format: SpecFormat) -> bool {
+    crate::read::document(text, format)
+        .is_ok_and(|(doc, _)| doc.get("optimizer").and_then(|o| o.get("seed")).is_some())
+}
+
 /// Validates a document already read into a JSON tree.
 pub fn parse_spec_value(doc: &Value) -> Result<StudySpec, CoreError> {
     let mut v = Validator::default();

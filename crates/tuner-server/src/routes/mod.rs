@@ -114,6 +114,7 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(studies::stop_study))
         .routes(routes!(studies::pause_study))
         .routes(routes!(studies::resume_study))
+        .routes(routes!(studies::extend_study))
         .routes(routes!(trials::get_trial))
         .routes(routes!(trials::heartbeat))
         .routes(routes!(trials::report))

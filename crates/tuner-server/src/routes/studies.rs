@@ -6,13 +6,16 @@ use axum::{
     response::IntoResponse,
 };
 use tuner_api::{
-    Best, ErrorBody, Importance, SortKey, SortOrder, StreamStart, Study, StudyList, TrialEvent,
-    TrialList, TrialQuery, TrialView,
+    Best, ErrorBody, ExtendRequest, Importance, SortKey, SortOrder, StreamStart, Study, StudyList,
+    TrialEvent, TrialList, TrialQuery, TrialView,
 };
-use tuner_core::{SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, cnn, parse_spec};
-use tuner_store::NewStudy;
+use tuner_core::{
+    SpecFormat, StudyId, StudySpec, StudyState, TrainerKind, cnn, parse_spec, parse_spec_value,
+    sets_optimizer_seed,
+};
+use tuner_store::{NewStudy, StudyRecord};
 
-use super::{PathId, StudyRefusals, UrlQuery, body_bytes};
+use super::{JsonBody, PathId, StudyRefusals, UrlQuery, body_bytes};
 use crate::{ApiError, AppState, ConflictCode, read_models::study_view, settle::settle, views};
 
 /// Which syntax the body is in, from its content type.
@@ -77,8 +80,12 @@ pub async fn create_study(
     let format = body_format(&headers)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::invalid("the request body is not UTF-8 text", Vec::new()))?;
-    let spec = parse_spec(text, format)?;
+    let mut spec = parse_spec(text, format)?;
     check_supported(&spec)?;
+    if !sets_optimizer_seed(text, format) {
+        // Stored with the study, so its sequence can still be replayed on purpose.
+        spec.optimizer.seed = rand::random::<u32>().into();
+    }
     let doc = serde_json::to_value(&spec)
         .map_err(|e| ApiError::Internal(format!("serializing a spec: {e}")))?;
     let record = state
@@ -309,6 +316,19 @@ async fn change_state(
     let lock = state.ask_lock(id);
     let _serialized = lock.lock().await;
     let record = state.study(id).await?;
+    change_state_locked(state, &record, from, to, reason).await
+}
+
+/// [`change_state`] for a caller that holds the study's ask lock and has read `record`
+/// under it.
+async fn change_state_locked(
+    state: &AppState,
+    record: &StudyRecord,
+    from: &[StudyState],
+    to: StudyState,
+    reason: &str,
+) -> Result<Json<Study>, ApiError> {
+    let id = record.id;
     if !from.contains(&record.state) {
         return Err(ApiError::Conflict {
             code: ConflictCode::InvalidStudyState,
@@ -381,26 +401,131 @@ pub async fn pause_study(
     post,
     path = "/studies/{id}/resume",
     tag = "studies",
-    summary = "Resume a paused or stopped study",
+    summary = "Resume a paused, stopped or failed study, or a completed one whose budget is not spent",
+    description = "A failed study starts a new failure streak. A completed study whose `max_trials` is spent is refused with 409: extend it instead (`POST /studies/{id}/extend`).",
     params(("id" = i64, Path, description = "The study id")),
     responses(
         (status = 200, body = Study),
         StudyRefusals,
-        (status = 409, description = "The study is not paused or stopped", body = ErrorBody)
+        (status = 409, description = "The study is running, or completed with its budget spent", body = ErrorBody)
     )
 )]
 pub async fn resume_study(
     State(state): State<AppState>,
     PathId(id): PathId<StudyId>,
 ) -> Result<Json<Study>, ApiError> {
-    change_state(
+    let lock = state.ask_lock(id);
+    let _serialized = lock.lock().await;
+    let record = state.study(id).await?;
+    if record.state == StudyState::Completed {
+        let spec = state.spec_of(&record)?;
+        let spent = state.store().trial_counts(id).await?.spent();
+        let max_trials = spec.budget.max_trials;
+        if spent >= u64::from(max_trials) {
+            return Err(ApiError::Conflict {
+                code: ConflictCode::InvalidStudyState,
+                message: format!(
+                    "study {id} is completed: its budget of {max_trials} trials is spent; \
+                     extend it to run more (POST /studies/{id}/extend with \
+                     {{\"max_trials\": N}}, or `tuner-cli extend {id} --max-trials N`)"
+                ),
+            });
+        }
+    }
+    change_state_locked(
         &state,
-        id,
-        &[StudyState::Paused, StudyState::Stopped],
+        &record,
+        &[
+            StudyState::Paused,
+            StudyState::Stopped,
+            StudyState::Failed,
+            StudyState::Completed,
+        ],
         StudyState::Running,
         "resumed by the user",
     )
     .await
+}
+
+#[utoipa::path(
+    post,
+    path = "/studies/{id}/extend",
+    tag = "studies",
+    summary = "Raise a study's budget (`max_trials`); a completed study runs again",
+    description = "`max_trials` is the new total. Every server sharing the database uses it from its next ask. A running, paused or stopped study keeps its state; a completed one is resumed; a failed one stays failed until resumed.",
+    params(("id" = i64, Path, description = "The study id")),
+    request_body = ExtendRequest,
+    responses(
+        (status = 200, body = Study),
+        StudyRefusals,
+        (status = 422, description = "`max_trials` is not above the current one, or below the trials already handed out", body = ErrorBody)
+    )
+)]
+pub async fn extend_study(
+    State(state): State<AppState>,
+    PathId(id): PathId<StudyId>,
+    JsonBody(req): JsonBody<ExtendRequest>,
+) -> Result<Json<Study>, ApiError> {
+    let lock = state.ask_lock(id);
+    let _serialized = lock.lock().await;
+    let record = state.study(id).await?;
+    let current = state.spec_of(&record)?.budget.max_trials;
+    let handed_out = state.store().trial_counts(id).await?.spent();
+    let refuse = |message: String| {
+        ApiError::invalid(
+            message.clone(),
+            vec![tuner_core::Problem::new("max_trials", message)],
+        )
+    };
+    if req.max_trials <= current {
+        return Err(refuse(format!(
+            "max_trials must be above the study's current {current}"
+        )));
+    }
+    if u64::from(req.max_trials) < handed_out {
+        return Err(refuse(format!(
+            "max_trials must be at least the {handed_out} trials already handed out"
+        )));
+    }
+    let mut spec = record.spec.clone();
+    let budget = spec
+        .as_object_mut()
+        .ok_or_else(|| ApiError::Internal(format!("stored spec of study {id} is not an object")))?
+        .entry("budget")
+        .or_insert_with(|| serde_json::json!({}));
+    match budget.as_object_mut() {
+        Some(budget) => {
+            budget.insert("max_trials".into(), req.max_trials.into());
+        }
+        None => {
+            return Err(ApiError::Internal(format!(
+                "stored budget of study {id} is not an object"
+            )));
+        }
+    }
+    // The same document with one number changed must still parse; check before storing.
+    parse_spec_value(&spec)?;
+    let (to, reason) = if record.state == StudyState::Completed {
+        (
+            StudyState::Running,
+            format!("extended to {} trials", req.max_trials),
+        )
+    } else {
+        (
+            record.state,
+            record.state_reason.clone().unwrap_or_default(),
+        )
+    };
+    let reason = (!reason.is_empty()).then_some(reason);
+    state
+        .changing_study(
+            id,
+            state
+                .store()
+                .set_study_spec(id, &spec, to, reason.as_deref(), state.now_ms()),
+        )
+        .await?;
+    Ok(Json(study_view(&state, id, true).await?))
 }
 
 #[utoipa::path(

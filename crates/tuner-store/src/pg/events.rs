@@ -41,12 +41,14 @@ pub(super) async fn consecutive_failures(
     store: &PgStore,
     study: StudyId,
     limit: u32,
+    since: i64,
 ) -> Result<u32> {
     let rows = sqlx::query(
-        "SELECT state FROM trials WHERE study_id = $1 AND finished_at IS NOT NULL \
-         ORDER BY finished_at DESC, id DESC LIMIT $2",
+        "SELECT state FROM trials WHERE study_id = $1 AND finished_at > $2 \
+         ORDER BY finished_at DESC, id DESC LIMIT $3",
     )
     .bind(study.0)
+    .bind(since)
     .bind(i64::from(limit))
     .fetch_all(&store.pool)
     .await?;

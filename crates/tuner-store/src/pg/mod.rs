@@ -373,6 +373,17 @@ impl Store for PgStore {
         studies::set_study_state(self, id, state, reason, now).await
     }
 
+    async fn set_study_spec(
+        &self,
+        id: StudyId,
+        spec: &serde_json::Value,
+        state: StudyState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        studies::set_study_spec(self, id, spec, state, reason, now).await
+    }
+
     async fn delete_study(&self, id: StudyId) -> Result<()> {
         studies::delete_study(self, id).await
     }
@@ -508,8 +519,8 @@ impl Store for PgStore {
         events::events_since(self, study, after, limit).await
     }
 
-    async fn consecutive_failures(&self, study: StudyId, limit: u32) -> Result<u32> {
-        events::consecutive_failures(self, study, limit).await
+    async fn consecutive_failures(&self, study: StudyId, limit: u32, since: i64) -> Result<u32> {
+        events::consecutive_failures(self, study, limit, since).await
     }
 
     async fn export_study(&self, id: StudyId) -> Result<StudyDump> {

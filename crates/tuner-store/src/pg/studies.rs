@@ -1,4 +1,4 @@
-//! Studies: created, listed, their state changed, deleted, their trial counts and best
+//! Studies: created, listed, their state (and, when extended, spec) changed, deleted, their trial counts and best
 //! trial.
 
 use sqlx::Row;
@@ -43,6 +43,31 @@ pub(super) async fn set_study_state(
     now: i64,
 ) -> Result<()> {
     set_state(&store.pool, id, state, reason, now).await
+}
+
+pub(super) async fn set_study_spec(
+    store: &PgStore,
+    id: StudyId,
+    spec: &serde_json::Value,
+    state: StudyState,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE studies SET spec = $1, state = $2, state_reason = $3, updated_at = $4 \
+         WHERE id = $5",
+    )
+    .bind(to_json_text(spec)?)
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(now)
+    .bind(id.0)
+    .execute(&store.pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::StudyNotFound(id));
+    }
+    Ok(())
 }
 
 pub(super) async fn delete_study(store: &PgStore, id: StudyId) -> Result<()> {

@@ -39,12 +39,14 @@ pub(super) async fn consecutive_failures(
     store: &SqliteStore,
     study: StudyId,
     limit: u32,
+    since: i64,
 ) -> Result<u32> {
     let rows = sqlx::query(
-        "SELECT state FROM trials WHERE study_id = ? AND finished_at IS NOT NULL \
+        "SELECT state FROM trials WHERE study_id = ? AND finished_at > ? \
          ORDER BY finished_at DESC, id DESC LIMIT ?",
     )
     .bind(study.0)
+    .bind(since)
     .bind(i64::from(limit))
     .fetch_all(&store.pool)
     .await?;

@@ -1,4 +1,4 @@
-//! Studies: created, listed, their state changed, deleted, their trial counts and best
+//! Studies: created, listed, their state (and, when extended, spec) changed, deleted, their trial counts and best
 //! trial.
 
 use sqlx::Row;
@@ -50,6 +50,31 @@ pub(super) async fn set_study_state(
     now: i64,
 ) -> Result<()> {
     set_state(&store.writer, id, state, reason, now).await
+}
+
+pub(super) async fn set_study_spec(
+    store: &SqliteStore,
+    id: StudyId,
+    spec: &serde_json::Value,
+    state: StudyState,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE studies SET spec = ?, state = ?, state_reason = ?, updated_at = ? \
+         WHERE id = ?",
+    )
+    .bind(to_json_text(spec)?)
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(now)
+    .bind(id.0)
+    .execute(&store.writer)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::StudyNotFound(id));
+    }
+    Ok(())
 }
 
 pub(super) async fn delete_study(store: &SqliteStore, id: StudyId) -> Result<()> {
