@@ -115,7 +115,9 @@ def make_sampler(kind: str, seed: int) -> Any:
     import optuna
 
     if kind == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        # Conditional parameters fall back to independent sampling; that is GPSampler's
+        # documented behaviour, not worth a warning per trial.
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if kind == "random":
@@ -174,6 +176,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=50)
     ap.add_argument("--reference", help="sampler the paired tests compare against (default: the first tuner's gp)")
     ap.add_argument("--out", default=str(HERE / "results" / "latest"))
+    ap.add_argument("--include", nargs="*", default=[], help="earlier run files to put in the same report")
     ap.add_argument("--check", action="store_true", help="only compare the objectives with Rust's")
     a = ap.parse_args()
 
@@ -192,7 +195,7 @@ def main() -> None:
     names = ",".join(p["name"] for p in problems)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
+    files: list[Path] = [Path(f) for f in a.include]
     started = time.time()
 
     for spec in a.tuner:
