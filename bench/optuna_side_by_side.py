@@ -242,8 +242,10 @@ def main() -> None:
         import torch
 
         versions = f"Optuna {optuna.__version__}, torch {torch.__version__}, "
+    own = f"{a.seeds} seeds (0..{a.seeds - 1}), budget {a.budget}, " if a.tuner or kinds else ""
+    included = f"runs from {', '.join(Path(f).name for f in a.include)}; " if a.include else ""
     header = (
-        f"{a.seeds} seeds (0..{a.seeds - 1}), budget {a.budget}, problems {names}\n"
+        f"{own}{included}problems {names}\n"
         f"host: {host()}; {versions}Python {platform.python_version()}; "
         f"{time.time() - started:.0f} s\n\n"
     )

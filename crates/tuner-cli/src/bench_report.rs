@@ -159,7 +159,6 @@ pub fn report(files: &[PathBuf], checkpoints: &[u32], reference: Option<&str>) -
         .copied()
         .filter(|c| *c >= 1 && *c as usize <= budget)
         .collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(13);
 
     println!(
         "Median simple regret [95% bootstrap interval] over seeds; ask = mean suggestion time"
@@ -181,6 +180,8 @@ pub fn report(files: &[PathBuf], checkpoints: &[u32], reference: Option<&str>) -
                 .map(|&c| {
                     let values: Vec<f64> =
                         seeds.values().map(|r| r.regret[c as usize - 1]).collect();
+                    // A fixed stream per cell: the same regrets get the same interval.
+                    let mut rng = ChaCha8Rng::seed_from_u64(13);
                     let (lo, hi) = bootstrap_median(&values, &mut rng);
                     format!(
                         "{} [{}, {}]",
