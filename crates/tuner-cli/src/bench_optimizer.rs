@@ -1,12 +1,20 @@
 //! `tuner-cli bench optimizer`: samplers on standard test problems, driven through
 //! the real HTTP ask/complete API (the in-process figures come from
 //! `cargo run --release -p tuner-optim --example bbo`).
+//!
+//! `--json-out` keeps every run's best-so-far regret trace for `bench report`, which
+//! puts them beside Optuna's from `bench/optuna_side_by_side.py`; that script reads the
+//! problems from `--list-problems` and checks its objectives against `--eval-points`.
 
 use std::{sync::Arc, time::Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tuner_api::{ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat};
 use tuner_optim::problems;
+
+use crate::bench_report::quantile;
 use tuner_server::ServerConfig;
 use tuner_store::SqliteStore;
 
@@ -15,12 +23,61 @@ pub struct OptimizerBench {
     pub optimizers: Vec<String>,
     pub seeds: u32,
     pub budget: u32,
+    pub json_out: Option<std::path::PathBuf>,
+    /// Prefix of the sampler names in `json_out`.
+    pub label: String,
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+/// One run of one sampler on one problem with one seed, as `bench report` reads it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    pub problem: String,
+    pub sampler: String,
+    pub seed: u32,
+    /// `regret[i]`: best value among the first `i + 1` trials minus the optimum.
+    pub regret: Vec<f64>,
+    /// Mean wall time of the sampler's suggestion, milliseconds.
+    pub ask_ms: f64,
+}
+
+/// `{"runs": [...]}`: the file format shared with the Python side.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct RunFile {
+    pub runs: Vec<RunRecord>,
+}
+
+/// `--list-problems`: every problem's name, optimum and search space.
+pub fn list_problems() -> Result<()> {
+    let list: Vec<serde_json::Value> = problems::all()
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "optimum": p.optimum,
+                "parameters": p.space.params(),
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&list)?);
+    Ok(())
+}
+
+/// `--eval-points N`: `N` uniform configurations per problem (conditional parameters
+/// present exactly when active) with their objective values.
+pub fn eval_points(n: u32) -> Result<()> {
+    let mut out = Vec::new();
+    for problem in problems::all() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..n {
+            let params = problem.space.decode_with(|_| rng.random());
+            let value = (problem.f)(&params);
+            out.push(
+                serde_json::json!({"problem": problem.name, "params": params, "value": value}),
+            );
+        }
+    }
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
 }
 
 pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
@@ -28,6 +85,11 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
         bail!("--seeds and --budget must be at least 1");
     }
     let all = problems::all();
+    let mut args = args;
+    if args.problems.iter().any(|n| n == "all") {
+        args.problems = all.iter().map(|p| p.name.to_string()).collect();
+    }
+    let mut records = Vec::new();
     for name in &args.problems {
         if !all.iter().any(|p| p.name == name) {
             let names: Vec<&str> = all.iter().map(|p| p.name).collect();
@@ -108,6 +170,13 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
                 for (i, c) in checkpoints.iter().enumerate() {
                     regrets[i].push(trace[*c as usize - 1]);
                 }
+                records.push(RunRecord {
+                    problem: problem.name.to_string(),
+                    sampler: format!("{}-{optimizer}", args.label),
+                    seed,
+                    regret: trace,
+                    ask_ms: 0.0,
+                });
             }
             let cells: Vec<String> = checkpoints
                 .iter()
@@ -123,6 +192,11 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
                 })
                 .collect();
             progress.finish_and_clear();
+            // One mean per problem and sampler (asks are timed across all seeds).
+            let ask_ms = 1000.0 * ask_seconds / f64::from(asks.max(1));
+            for r in records.iter_mut().rev().take(args.seeds as usize) {
+                r.ask_ms = ask_ms;
+            }
             println!(
                 "{:<12} {:<7} {}  (ask {:.1} ms on average)",
                 problem.name,
@@ -131,6 +205,10 @@ pub async fn bench_optimizer(args: OptimizerBench) -> Result<()> {
                 1000.0 * ask_seconds / f64::from(asks.max(1))
             );
         }
+    }
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, serde_json::to_string(&RunFile { runs: records })?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     drop(server);
     store.close().await;

@@ -6,6 +6,7 @@
 //! presentation and process wiring: the rules live in the library crates.
 
 mod bench_optimizer;
+mod bench_report;
 mod bench_service;
 mod copy;
 mod db;
@@ -283,7 +284,8 @@ enum BenchCommand {
     },
     /// Samplers on standard test problems through the HTTP API: simple regret.
     Optimizer {
-        /// Comma-separated: branin, hartmann6, levy5, rosenbrock4, mixed.
+        /// Comma-separated: branin, hartmann6, levy5, rosenbrock4, mixed, cnn_optlr,
+        /// cnn_kernel, cnn_depth, cnn_full (`all` for every one).
         #[arg(long, value_delimiter = ',', default_value = "branin,hartmann6")]
         problems: Vec<String>,
         #[arg(long, value_delimiter = ',', default_value = "gp,random")]
@@ -292,6 +294,32 @@ enum BenchCommand {
         seeds: u32,
         #[arg(long, default_value_t = 50)]
         budget: u32,
+        /// Write every run's best-so-far regret trace here (input of `bench report`).
+        #[arg(long, value_name = "FILE")]
+        json_out: Option<PathBuf>,
+        /// The sampler's name in `--json-out` is `<label>-<optimizer>`.
+        #[arg(long, default_value = "tuner")]
+        label: String,
+        /// Print the problems (name, search space, optimum) as JSON and exit.
+        #[arg(long)]
+        list_problems: bool,
+        /// Print N pseudo-random configurations per problem with their objective
+        /// values as JSON and exit (to check other implementations against ours).
+        #[arg(long, value_name = "N")]
+        eval_points: Option<u32>,
+    },
+    /// The side-by-side table from `bench optimizer --json-out` files (ours and
+    /// `bench/optuna_side_by_side.py`'s): median regret with bootstrap intervals and
+    /// a paired Wilcoxon signed-rank test per problem against a reference sampler.
+    Report {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Trial counts to report (those beyond a run's budget are left out).
+        #[arg(long, value_delimiter = ',', default_value = "10,25,50,100")]
+        checkpoints: Vec<u32>,
+        /// The sampler the others are compared with (default: the first one found).
+        #[arg(long)]
+        reference: Option<String>,
     },
     /// Ask + complete cycles per second through HTTP, many workers on one study.
     Service {
@@ -558,16 +586,36 @@ async fn run(cli: Cli) -> Result<()> {
                     optimizers,
                     seeds,
                     budget,
+                    json_out,
+                    label,
+                    list_problems,
+                    eval_points,
                 },
         } => {
+            if list_problems {
+                return bench_optimizer::list_problems();
+            }
+            if let Some(n) = eval_points {
+                return bench_optimizer::eval_points(n);
+            }
             bench_optimizer::bench_optimizer(bench_optimizer::OptimizerBench {
                 problems,
                 optimizers,
                 seeds,
                 budget,
+                json_out,
+                label,
             })
             .await
         }
+        Command::Bench {
+            what:
+                BenchCommand::Report {
+                    files,
+                    checkpoints,
+                    reference,
+                },
+        } => bench_report::report(&files, &checkpoints, reference.as_deref()),
         Command::Validate { file, json } => {
             let text = read_doc(&file)?;
             let checked = parse_spec(&text, doc_format(&file).0).and_then(|spec| {

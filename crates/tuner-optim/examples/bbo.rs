@@ -1,5 +1,5 @@
 //! Black-box optimization benchmark: GP vs random on branin, hartmann6, levy5,
-//! rosenbrock4 (definitions and bounds as in `../shared/bench/bbo_harness.py`) and a
+//! rosenbrock4 (definitions and bounds as in `../shared/bench/bbo_harness.py`), the
 //! 10-parameter mixed categorical / int / log / conditional space, plus suggestion
 //! latency versus the number of completed trials.
 //!
@@ -230,7 +230,7 @@ fn regret_table(args: &Args) {
 fn latency(args: &Args) {
     println!("suggestion latency (GpSampler, median of 5), ms");
     let all = problems::all();
-    for name in ["mixed", "hartmann6"] {
+    for name in ["mixed", "cnn_full", "hartmann6"] {
         let problem = all.iter().find(|p| p.name == name).unwrap();
         let sampler = make_sampler("gp", args);
         let mut line = format!("{:<12} ({} params)", name, problem.space.len());

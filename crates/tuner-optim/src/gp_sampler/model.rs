@@ -98,7 +98,12 @@ impl<'a> Model<'a> {
             .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
             .collect();
         let fit_y: Vec<f64> = fit_idx.iter().map(|&i| y[i]).collect();
-        let problem = FitProblem::new(&fit_x, &fit_y, &coder.dims, Prior::for_dims(d));
+        let discrete: Vec<bool> = coder
+            .params
+            .iter()
+            .map(|p| p.coding.is_discrete())
+            .collect();
+        let problem = FitProblem::new(&fit_x, &fit_y, &coder.dims, Prior::for_space(&discrete));
         // Small models: two refined starts; larger ones: one, fewer iterations (the
         // typical start is already close once there is this much data).
         let (starts, iters) = if fit_y.len() <= 40 { (2, 60) } else { (1, 25) };
