@@ -326,6 +326,20 @@ fn client_commands_fail_clearly() {
     );
 }
 
+/// The README's reference search space is a document a user may copy: it must pass.
+#[test]
+fn the_readmes_search_space_reference_is_valid() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Search spaces (version 1)").unwrap()..];
+    let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readme.yaml");
+    std::fs::write(&path, block).unwrap();
+    let out = cli("http://127.0.0.1:9", &["validate", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{block}\n{}", stderr(&out));
+}
+
 #[test]
 fn every_shipped_search_space_is_valid() {
     let dir = repo_root().join("search-spaces");
