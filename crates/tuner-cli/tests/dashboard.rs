@@ -233,6 +233,16 @@ async fn the_dashboard_draws_contour_slices_edf_timeline_and_filters_the_table()
     browser.wait_ready("study").await;
     let shots = shots_dir();
 
+    // The header counts what uses the budget, failures beside it: never "35 of 30".
+    let header = browser
+        .eval("return document.querySelector('.count-total').textContent;")
+        .await;
+    assert_eq!(
+        header,
+        serde_json::json!(format!("30 of 30 trials (+{failed} failed)")),
+        "{header}"
+    );
+
     // Contour: a cell per pair of bins of the two chosen axes, a dot per completed trial.
     let contour = browser
         .eval(

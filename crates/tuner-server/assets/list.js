@@ -101,12 +101,18 @@ export class ListPage {
   }
 }
 
+/** Trials that count against `max_trials`: failed ones do not (they are replaced), so
+ *  "35 of 30" never shows for a study with 5 failures. */
+export function budgetUsed(c) {
+  return (c.pending || 0) + (c.running || 0) + (c.completed || 0) + (c.pruned || 0);
+}
+
 /** A bar of the trial budget: completed, pruned, failed and running shares. */
 export function segmentBar(c, max) {
-  const finished = (c.completed || 0) + (c.pruned || 0) + (c.failed || 0);
   const bar = h('div', {
     class: 'seg-bar',
-    title: `${fmtInt(finished)} of ${fmtInt(max)} trials finished: ` +
+    title: `${fmtInt(budgetUsed(c))} of ${fmtInt(max)} trials used` +
+      (c.failed ? ` (+${fmtInt(c.failed)} failed)` : '') + ': ' +
       ['completed', 'pruned', 'failed', 'running'].map((k) => `${fmtInt(c[k] || 0)} ${k}`).join(', '),
   });
   let used = 0;

@@ -14,7 +14,7 @@ import { edfChart } from './edf.js';
 import { fmt, fmtAgo, fmtInt, fmtTime } from './format.js';
 import { historyChart } from './history.js';
 import { importanceChart } from './importance.js';
-import { segmentBar } from './list.js';
+import { budgetUsed, segmentBar } from './list.js';
 import { parallelChart } from './parallel.js';
 import { sliceChart } from './slice.js';
 import { followEvents } from './sse.js';
@@ -501,7 +501,8 @@ export class StudyPage {
     const segs = segmentBar(c, max);
     const countList = h('ul', { class: 'counts' },
       TRIAL_STATES.map((k) => h('li', { class: 'count count-' + k }, h('span', { class: 'dot' }), h('strong', null, fmtInt(c[k] || 0)), ' ' + k)),
-      h('li', { class: 'count count-total' }, h('strong', null, fmtInt(c.total || 0)), ` of ${fmtInt(max)} trials`));
+      h('li', { class: 'count count-total' }, h('strong', null, fmtInt(budgetUsed(c))), ` of ${fmtInt(max)} trials` +
+        (c.failed ? ` (+${fmtInt(c.failed)} failed)` : '')));
 
     let bestBox;
     if (st.best) {
