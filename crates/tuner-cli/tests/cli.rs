@@ -1473,6 +1473,20 @@ fn plot_writes_svg_and_png_files() {
         5 + 1,
         "5 trials and the legend's mark"
     );
+    // The values are -x², never positive: a log axis is refused, saying why, and no
+    // file is written.
+    let log = dir.path().join("log.svg");
+    let out = cli(
+        &server.url,
+        &["plot", &id, "--log", "--out", log.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--log needs positive values, and score has"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!log.exists());
 
     let png = dir.path().join("curves.png");
     let out = cli(
