@@ -730,7 +730,7 @@ async fn run(cli: Cli) -> Result<()> {
                     eprintln!(
                         "trial #{} (value {}) written to {}",
                         best.trial.number,
-                        best.trial.value.unwrap_or(f64::NAN),
+                        output::value_text(best.trial.value),
                         path.display()
                     );
                 }

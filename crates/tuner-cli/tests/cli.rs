@@ -413,6 +413,14 @@ fn the_python_worker_from_the_readme_drives_a_study() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    // The value to 4 significant digits, as everywhere else.
+    let said = stderr(&out);
+    let value = said
+        .split("(value ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("the value is said: {said}"));
+    assert!(value.trim_start_matches('-').len() <= 6, "{said}");
     let config: serde_json::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&best).unwrap()).unwrap();
     assert_eq!(config["trainer"], "external", "{config}");
