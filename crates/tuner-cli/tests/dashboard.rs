@@ -602,6 +602,30 @@ async fn the_dashboard_controls_studies_with_the_token_and_hides_empty_panels() 
         .await;
     assert_eq!(asked, 41, "a budget above the current 40");
     browser.click("dialog.confirm .dialog-cancel").await;
+    // Extended to 55 through the dialog: the server has the new budget, the page says it.
+    browser.click("#summary button.control-extend").await;
+    browser
+        .eval(
+            "const i = document.querySelector('dialog.confirm[open] input[name=max_trials]');
+             i.value = '55'; i.dispatchEvent(new Event('input'));",
+        )
+        .await;
+    browser.click("dialog.confirm .dialog-ok").await;
+    let mut extended = 0;
+    for _ in 0..100 {
+        extended = client.get_study(running).await.unwrap().max_trials;
+        if extended == 55 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(extended, 55, "the dialog's budget reached the server");
+    browser
+        .wait_for(
+            "document.querySelector('.count-total').textContent.includes('of 55 trials')",
+            "the header shows the new budget",
+        )
+        .await;
     // Delete asks first; cancelling keeps the study.
     browser.click("#summary button.control-delete").await;
     browser.click("dialog.confirm .dialog-cancel").await;
