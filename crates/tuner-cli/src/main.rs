@@ -231,6 +231,10 @@ enum Command {
         /// `curves`: how many of the best trials.
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// A log y axis (refused for values that are not positive); without it the axis
+        /// is log only where the values span two decades or more.
+        #[arg(long)]
+        log: bool,
     },
     /// How much each parameter matters, from a GP fitted to the completed trials.
     Importance {
@@ -726,7 +730,7 @@ async fn run(cli: Cli) -> Result<()> {
                     eprintln!(
                         "trial #{} (value {}) written to {}",
                         best.trial.number,
-                        best.trial.value.unwrap_or(f64::NAN),
+                        output::value_text(best.trial.value),
                         path.display()
                     );
                 }
@@ -749,9 +753,15 @@ async fn run(cli: Cli) -> Result<()> {
             out,
             metric,
             top,
+            log,
         } => {
             let data = plot::fetch(&client()?, id, kind, top).await?;
-            plot::draw(&data, kind, metric.as_deref(), &out)?;
+            let scale = if log {
+                plot::Scale::Log
+            } else {
+                plot::Scale::Auto
+            };
+            plot::draw(&data, kind, metric.as_deref(), scale, &out)?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }

@@ -94,14 +94,42 @@ pub async fn fetch(
     })
 }
 
+/// How values go on the y axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    /// Log where the values are positive and span two decades or more, else linear.
+    Auto,
+    /// Log (`--log`): refused where a value is not positive.
+    Log,
+}
+
 /// Draws `kind` into `out`; the extension (`.svg` or `.png`) picks the format.
-pub fn draw(data: &PlotData, kind: PlotKind, metric: Option<&str>, out: &Path) -> Result<()> {
+pub fn draw(
+    data: &PlotData,
+    kind: PlotKind,
+    metric: Option<&str>,
+    scale: Scale,
+    out: &Path,
+) -> Result<()> {
     register_font()?;
     // Refuse before a backend exists: a failed plot leaves no file behind.
     match kind {
-        PlotKind::History => history_points(data).map(drop)?,
+        PlotKind::History => {
+            let (completed, pruned) = history_points(data)?;
+            value_axis(
+                scale,
+                &data.study.objective.metric,
+                completed.iter().chain(&pruned),
+            )
+            .map(drop)?
+        }
         PlotKind::Curves => {
-            curve_lines(data, metric.unwrap_or(&data.study.objective.metric)).map(drop)?
+            let metric = metric.unwrap_or(&data.study.objective.metric);
+            let lines = curve_lines(data, metric)?;
+            value_axis(scale, metric, lines.iter().flat_map(|(_, c)| c)).map(drop)?
+        }
+        PlotKind::Confusion if scale == Scale::Log => {
+            bail!("--log applies to --kind history and curves, not to a confusion matrix")
         }
         PlotKind::Confusion => confusion_data(data).map(drop)?,
     }
@@ -115,12 +143,14 @@ pub fn draw(data: &PlotData, kind: PlotKind, metric: Option<&str>, out: &Path) -
             data,
             kind,
             metric,
+            scale,
         ),
         Some("png") => draw_on(
             BitMapBackend::new(out, SIZE).into_drawing_area(),
             data,
             kind,
             metric,
+            scale,
         ),
         _ => bail!(
             "cannot tell the format of {}: name it .svg or .png",
@@ -135,14 +165,15 @@ fn draw_on<DB: DrawingBackend>(
     data: &PlotData,
     kind: PlotKind,
     metric: Option<&str>,
+    scale: Scale,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(err)?;
     match kind {
-        PlotKind::History => history(&root, data)?,
-        PlotKind::Curves => curves(&root, data, metric)?,
+        PlotKind::History => history(&root, data, scale)?,
+        PlotKind::Curves => curves(&root, data, metric, scale)?,
         PlotKind::Confusion => confusion(&root, data)?,
     }
     root.present().map_err(err)?;
@@ -175,6 +206,53 @@ fn wants_log(values: impl Iterator<Item = f64> + Clone) -> bool {
         (lo.min(v), hi.max(v))
     });
     lo > 0.0 && hi.is_finite() && hi / lo >= 100.0
+}
+
+/// The y axis for `points` (x, value) of `metric`: as `scale` asks, and a log axis
+/// only for positive values.
+fn value_axis<'a>(
+    scale: Scale,
+    metric: &str,
+    points: impl Iterator<Item = &'a (f64, f64)> + Clone,
+) -> Result<ValueAxis> {
+    let values = points.map(|p| p.1);
+    match scale {
+        Scale::Auto => Ok(ValueAxis {
+            log: wants_log(values),
+        }),
+        Scale::Log => match values.clone().find(|v| *v <= 0.0) {
+            Some(v) => bail!(
+                "--log needs positive values, and {metric} has {} (a log axis cannot show \
+                 zero or negative values; leave --log out for a linear axis)",
+                short(v)
+            ),
+            None => Ok(ValueAxis { log: true }),
+        },
+    }
+}
+
+/// The y range to draw: all of `values`, unless a few lie far outside the bulk (beyond
+/// 1.5 spans of the 5–95 % quantiles, the dashboard's rule for learning curves), which
+/// are then left off so that one diverged epoch does not flatten every other curve.
+fn robust_range(values: &[f64]) -> (f64, f64) {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let (Some(&min), Some(&max)) = (v.first(), v.last()) else {
+        return (0.0, 1.0);
+    };
+    if v.len() < 8 {
+        return (min, max);
+    }
+    let q = |f: f64| v[((f * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    let (q05, q95) = (q(0.05), q(0.95));
+    let span = if q95 > q05 {
+        q95 - q05
+    } else if q95 != 0.0 {
+        q95.abs() * 0.1
+    } else {
+        1.0
+    };
+    (min.max(q05 - 1.5 * span), max.min(q95 + 1.5 * span))
 }
 
 /// A value axis: linear, or log10 of the values (drawn on a linear axis whose labels
@@ -295,7 +373,11 @@ fn history_points(data: &PlotData) -> Result<(Points, Points)> {
     Ok((completed, pruned))
 }
 
-fn history<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> Result<()>
+fn history<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    data: &PlotData,
+    scale: Scale,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -318,9 +400,11 @@ where
         }
         best.push((x, y));
     }
-    let axis = ValueAxis {
-        log: wants_log(completed.iter().chain(&pruned).map(|p| p.1)),
-    };
+    let axis = value_axis(
+        scale,
+        &study.objective.metric,
+        completed.iter().chain(&pruned),
+    )?;
     let on_axis = |points: &[(f64, f64)]| -> Points {
         points.iter().map(|&(x, y)| (x, axis.to_axis(y))).collect()
     };
@@ -436,6 +520,7 @@ fn curves<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     data: &PlotData,
     metric: Option<&str>,
+    scale: Scale,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -444,9 +529,7 @@ where
     let objective = study.objective.metric.as_str();
     let metric = metric.unwrap_or(objective);
     let lines = curve_lines(data, metric)?;
-    let axis = ValueAxis {
-        log: wants_log(lines.iter().flat_map(|(_, c)| c.iter().map(|p| p.1))),
-    };
+    let axis = value_axis(scale, metric, lines.iter().flat_map(|(_, c)| c))?;
     let lines: Vec<(u64, Points)> = lines
         .into_iter()
         .map(|(n, c)| {
@@ -456,20 +539,44 @@ where
             )
         })
         .collect();
+    let values: Vec<f64> = lines
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(|p| p.1))
+        .collect();
+    let (lo, hi) = robust_range(&values);
+    let yr = padded(lo, hi);
+    // Outliers are drawn at the axis edge, marked, and counted in the legend.
+    let mut clipped: Vec<(f64, f64, bool)> = Vec::new();
+    let lines: Vec<(u64, Points)> = lines
+        .into_iter()
+        .map(|(n, c)| {
+            let c = c
+                .into_iter()
+                .map(|(x, y)| {
+                    if y > hi {
+                        clipped.push((x, yr.end, true));
+                        (x, yr.end)
+                    } else if y < lo {
+                        clipped.push((x, yr.start, false));
+                        (x, yr.start)
+                    } else {
+                        (x, y)
+                    }
+                })
+                .collect();
+            (n, c)
+        })
+        .collect();
     let points = lines.iter().flat_map(|(_, c)| c.iter());
-    let (lo, hi) = points
-        .clone()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-            (lo.min(p.1), hi.max(p.1))
-        });
     let (first, last) = points
         .clone()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
             (a.min(p.0), b.max(p.0))
         });
-    let (xr, yr) = (first - 0.2..last + 0.2, padded(lo, hi));
+    let xr = first - 0.2..last + 0.2;
     // The legend's height grows with its entries (about 22 px each of ~500).
-    let legend_h = (lines.len() as f64 * 22.0 + 12.0) / 500.0;
+    let entries = lines.len() + usize::from(!clipped.is_empty());
+    let legend_h = (entries as f64 * 22.0 + 12.0) / 500.0;
     let legend_at = quiet_corner(
         &points.copied().collect::<Vec<_>>(),
         &xr,
@@ -517,6 +624,25 @@ where
         chart
             .draw_series(line.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(err)?;
+    }
+    if !clipped.is_empty() {
+        // A triangle pointing off the axis, its tip on the edge the value lies beyond.
+        let mark = |at: (f64, f64), above: bool| {
+            let dy = if above { 9 } else { -9 };
+            EmptyElement::at(at) + Polygon::new(vec![(0, 0), (-5, dy), (5, dy)], BLACK.filled())
+        };
+        let n = clipped.len();
+        chart
+            .draw_series(clipped.iter().map(|&(x, y, above)| mark((x, y), above)))
+            .map_err(err)?
+            .label(format!(
+                "{n} outlying {} at the edge (clipped)",
+                if n == 1 { "value" } else { "values" }
+            ))
+            .legend(move |(x, y)| {
+                EmptyElement::at((x + 10, y - 4))
+                    + Polygon::new(vec![(0, 0), (-5, 9), (5, 9)], BLACK.filled())
+            });
     }
     chart
         .configure_series_labels()
@@ -722,7 +848,7 @@ mod tests {
             (PlotKind::Confusion, "<rect", 100),
         ] {
             let svg = dir.path().join(format!("{kind:?}.svg"));
-            draw(&data, kind, None, &svg).unwrap();
+            draw(&data, kind, None, Scale::Auto, &svg).unwrap();
             let text = std::fs::read_to_string(&svg).unwrap();
             assert!(
                 text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
@@ -734,7 +860,7 @@ mod tests {
                 text.matches(mark).count()
             );
             let png = dir.path().join(format!("{kind:?}.png"));
-            draw(&data, kind, None, &png).unwrap();
+            draw(&data, kind, None, Scale::Auto, &png).unwrap();
             let bytes = std::fs::read(&png).unwrap();
             assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{kind:?}");
             // IHDR: width and height, big-endian, at bytes 16..24.
@@ -747,7 +873,16 @@ mod tests {
             text.contains("Ankle boot") && text.contains("\n90\n"),
             "class names and counts"
         );
-        assert!(draw(&data, PlotKind::History, None, &dir.path().join("x.gif")).is_err());
+        assert!(
+            draw(
+                &data,
+                PlotKind::History,
+                None,
+                Scale::Auto,
+                &dir.path().join("x.gif")
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -755,13 +890,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut data = data();
         let out = dir.path().join("c.svg");
-        let e = draw(&data, PlotKind::Curves, Some("auc"), &out).unwrap_err();
+        let e = draw(&data, PlotKind::Curves, Some("auc"), Scale::Auto, &out).unwrap_err();
         assert!(format!("{e:#}").contains("reported `auc`"), "{e:#}");
         data.best.as_mut().unwrap().metrics = Some(json!({"val_accuracy": 0.9}));
-        let e = draw(&data, PlotKind::Confusion, None, &out).unwrap_err();
+        let e = draw(&data, PlotKind::Confusion, None, Scale::Auto, &out).unwrap_err();
         assert!(format!("{e:#}").contains("no confusion matrix"), "{e:#}");
         data.trials.clear();
-        let e = draw(&data, PlotKind::History, None, &out).unwrap_err();
+        let e = draw(&data, PlotKind::History, None, Scale::Auto, &out).unwrap_err();
         assert!(format!("{e:#}").contains("no trial with a value"), "{e:#}");
     }
 
@@ -772,12 +907,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut data = data();
         let svg = dir.path().join("h.svg");
-        draw(&data, PlotKind::History, None, &svg).unwrap();
+        draw(&data, PlotKind::History, None, Scale::Auto, &svg).unwrap();
         assert!(!std::fs::read_to_string(&svg).unwrap().contains("log scale"));
         for (t, v) in data.trials.iter_mut().zip([2.3, 0.5, 0.004, 0.02]) {
             t.value = Some(v);
         }
-        draw(&data, PlotKind::History, None, &svg).unwrap();
+        draw(&data, PlotKind::History, None, Scale::Auto, &svg).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(
             text.contains("val_accuracy (log scale)"),
@@ -789,6 +924,91 @@ mod tests {
         );
         assert!(wants_log([0.01, 5.0].into_iter()));
         assert!(!wants_log([-1.0, 500.0].into_iter()));
+    }
+
+    /// `--log` puts the values on a log axis even where they span less than two
+    /// decades, and is refused, saying why, for a value that is not positive (and for
+    /// a confusion matrix, which has no value axis).
+    #[test]
+    fn log_is_asked_for_and_refused_for_non_positive_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = data();
+        let svg = dir.path().join("h.svg");
+        for kind in [PlotKind::History, PlotKind::Curves] {
+            draw(&data, kind, None, Scale::Log, &svg).unwrap();
+            let text = std::fs::read_to_string(&svg).unwrap();
+            assert!(text.contains("val_accuracy (log scale)"), "{kind:?}");
+        }
+        let e = draw(&data, PlotKind::Confusion, None, Scale::Log, &svg).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not to a confusion matrix"),
+            "{e:#}"
+        );
+
+        data.trials[0].value = Some(0.0);
+        let _ = std::fs::remove_file(&svg);
+        let e = draw(&data, PlotKind::History, None, Scale::Log, &svg).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--log needs positive values, and val_accuracy has 0"),
+            "{e:#}"
+        );
+        assert!(!svg.exists(), "a refused plot leaves no file");
+        // Curves read the per-epoch values: a negative one there is refused too.
+        data.trials[2].intermediate[0].metrics["val_accuracy"] = json!(-0.5);
+        let e = draw(&data, PlotKind::Curves, None, Scale::Log, &svg).unwrap_err();
+        assert!(format!("{e:#}").contains("has -0.5"), "{e:#}");
+        // Without --log the same data draws, on a linear axis.
+        draw(&data, PlotKind::Curves, None, Scale::Auto, &svg).unwrap();
+        assert!(!std::fs::read_to_string(&svg).unwrap().contains("log scale"));
+    }
+
+    /// One diverged epoch among the learning curves: the axis spans the others, the
+    /// outlier is drawn at the edge with a mark, and the legend says how many were.
+    #[test]
+    fn one_outlier_does_not_flatten_the_learning_curves() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = data();
+        data.trials = (0..10)
+            .map(|n| {
+                let base = 0.80 + 0.005 * n as f64;
+                trial(
+                    n,
+                    TrialState::Completed,
+                    Some(base + 0.04),
+                    &[base, base + 0.02, base + 0.04],
+                )
+            })
+            .collect();
+        // Trial 3's first epoch diverged (think of a loss 1,000 times the others'; here
+        // an accuracy far below them, on a linear axis).
+        data.trials[3].intermediate[0].value = Some(-40.0);
+        data.trials[3].intermediate[0].metrics["val_accuracy"] = json!(-40.0);
+        let svg = dir.path().join("c.svg");
+        draw(&data, PlotKind::Curves, None, Scale::Auto, &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            text.contains("1 outlying value at the edge (clipped)"),
+            "the legend says so: {text}"
+        );
+        // The y labels stay within the bulk's range (0.80 to 0.885), not down to -40.
+        assert!(
+            !text.contains("\n-40\n") && !text.contains("\n-20\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n0.84\n") || text.contains("\n0.85\n"),
+            "{text}"
+        );
+
+        // The range rule on its own: the outlier is left off, the bulk kept whole.
+        let mut values: Vec<f64> = (0..30).map(|i| 0.80 + 0.003 * f64::from(i)).collect();
+        let (lo, hi) = robust_range(&values);
+        assert_eq!((lo, hi), (0.80, values[29]), "no outlier: everything");
+        values.push(1000.0);
+        let (lo, hi) = robust_range(&values);
+        assert!(lo == 0.80 && hi < 1.1, "{lo} {hi}");
+        // Few values: all of them (quantiles of 7 values say nothing).
+        assert_eq!(robust_range(&[1.0, 2.0, 1000.0]), (1.0, 1000.0));
     }
 
     /// The legend goes to the corner with the fewest points.

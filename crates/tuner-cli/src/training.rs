@@ -45,14 +45,20 @@ pub fn data(dir: Option<&Path>, json: bool) -> Result<()> {
 }
 
 /// Keys of an exported config that are training options, not model parameters.
+const TRAINER: &str = "trainer";
 const SEED: &str = "seed";
 const VALIDATION_SPLIT: &str = "validation_split";
 const TRAIN_LIMIT: &str = "train_limit";
 const VAL_LIMIT: &str = "val_limit";
+/// Trainer kinds, as search spaces name them.
+const BUILT_IN: &str = "fashion-mnist-cnn";
+const EXTERNAL: &str = "external";
 
-/// A trial's config with everything else `train` needs to retrain it exactly: its seed,
-/// epochs, validation split and limits, as its worker trained it (`study` must carry its
-/// spec). Configs of studies for other trainers come back unchanged.
+/// A trial's config with everything else `train` needs to retrain it exactly: its
+/// trainer's kind, seed, epochs, validation split and limits, as its worker trained it
+/// (`study` must carry its spec). Configs of studies for other trainers get only the
+/// kind (so `train` can say why it cannot retrain them), unless a parameter of theirs is
+/// named `trainer`.
 pub fn reproducible_config(study: &tuner_api::Study, number: u64, mut config: Params) -> Params {
     let trainer = study
         .spec
@@ -60,13 +66,31 @@ pub fn reproducible_config(study: &tuner_api::Study, number: u64, mut config: Pa
         .and_then(|spec| spec.get("trainer"))
         .cloned()
         .unwrap_or_default();
-    if trainer.get("kind").and_then(serde_json::Value::as_str) != Some("fashion-mnist-cnn") {
-        return config;
+    // A spec without a trainer is an external study (the search-space default).
+    let kind = trainer
+        .get("kind")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(EXTERNAL)
+        .to_owned();
+    if kind == BUILT_IN
+        && let Ok(cnn) = CnnConfig::from_params(&config)
+    {
+        add_training_options(&mut config, number, &trainer, &cnn);
     }
-    let Ok(cnn) = CnnConfig::from_params(&config) else {
-        return config;
-    };
-    let options = tuner_worker::options_for(number, &config, &trainer, &cnn);
+    if !config.contains_key(TRAINER) {
+        config.insert(TRAINER.into(), ParamValue::Str(kind));
+    }
+    config
+}
+
+/// Adds the seed, epochs, validation split and limits trial `number` was trained with.
+fn add_training_options(
+    config: &mut Params,
+    number: u64,
+    trainer: &serde_json::Value,
+    cnn: &CnnConfig,
+) {
+    let options = tuner_worker::options_for(number, config, trainer, cnn);
     let int = |n: u64| ParamValue::Int(i64::try_from(n).unwrap_or(i64::MAX));
     config.insert(SEED.into(), int(options.seed));
     config.insert("epochs".into(), int(options.epochs.into()));
@@ -82,7 +106,6 @@ pub fn reproducible_config(study: &tuner_api::Study, number: u64, mut config: Pa
             config.insert(key.into(), int(n as u64));
         }
     }
-    config
 }
 
 /// The training options an exported config carries beside its parameters.
@@ -111,6 +134,20 @@ fn read_config(path: &Path) -> Result<(CnnConfig, ExportedOptions)> {
             path.display()
         ),
     };
+    match params.remove(TRAINER) {
+        None => {}
+        Some(ParamValue::Str(kind)) if kind == BUILT_IN => {}
+        Some(ParamValue::Str(kind)) => bail!(
+            "{}: this config comes from a study whose trainer is `{kind}`; `train` retrains \
+             only configs of the built-in `{BUILT_IN}` trainer (run that study's own worker \
+             with these parameters instead)",
+            path.display()
+        ),
+        Some(other) => bail!(
+            "{}: `{TRAINER}` must name a trainer kind (`{BUILT_IN}`), not {other}",
+            path.display()
+        ),
+    }
     let mut options = ExportedOptions::default();
     if let Some(v) = params.remove(SEED) {
         options.seed = Some(count(SEED, v)?);
@@ -131,8 +168,13 @@ fn read_config(path: &Path) -> Result<(CnnConfig, ExportedOptions)> {
             ),
         });
     }
-    let config = CnnConfig::from_params(&params)
-        .with_context(|| format!("{}: unusable config", path.display()))?;
+    let config = CnnConfig::from_params(&params).with_context(|| {
+        format!(
+            "{}: not a config the built-in `{BUILT_IN}` trainer can train (`train` retrains \
+             only those; an `external` study's config belongs to its own worker)",
+            path.display()
+        )
+    })?;
     Ok((config, options))
 }
 

@@ -397,6 +397,55 @@ fn the_python_worker_from_the_readme_drives_a_study() {
         text.contains("x1") && text.contains("x2") && text.contains('%'),
         "{text}"
     );
+
+    // Its export names its trainer, and `train` refuses it saying why (not "unknown
+    // parameter x1").
+    let best = dir.path().join("best.yaml");
+    let out = cli(
+        &server.url,
+        &[
+            "best",
+            &id,
+            "--format",
+            "yaml",
+            "-o",
+            best.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The value to 4 significant digits, as everywhere else.
+    let said = stderr(&out);
+    let value = said
+        .split("(value ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("the value is said: {said}"));
+    assert!(value.trim_start_matches('-').len() <= 6, "{said}");
+    let config: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&best).unwrap()).unwrap();
+    assert_eq!(config["trainer"], "external", "{config}");
+    assert!(
+        config["x1"].is_number() && config.get("seed").is_none(),
+        "{config}"
+    );
+    let out = cli(&server.url, &["train", "--config", best.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("trainer is `external`")
+            && err.contains("only configs of the built-in `fashion-mnist-cnn` trainer"),
+        "{err}"
+    );
+    // An export written before it named its trainer: the error still says what `train` takes.
+    std::fs::write(&best, "x1: 1.5\nx2: 2.0\n").unwrap();
+    let out = cli(&server.url, &["train", "--config", best.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a config the built-in `fashion-mnist-cnn` trainer can train")
+            && err.contains("x1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -439,6 +488,7 @@ fn tune_runs_a_built_in_study_end_to_end_and_exports_the_best() {
     assert_eq!(config["train_limit"], 800);
     assert_eq!(config["val_limit"], 400);
     assert_eq!(config["validation_split"], 0.2);
+    assert_eq!(config["trainer"], "fashion-mnist-cnn");
     let best_value: f64 = err
         .lines()
         .find_map(|l| l.strip_prefix("best: trial #"))
@@ -1431,6 +1481,20 @@ fn plot_writes_svg_and_png_files() {
         5 + 1,
         "5 trials and the legend's mark"
     );
+    // The values are -x², never positive: a log axis is refused, saying why, and no
+    // file is written.
+    let log = dir.path().join("log.svg");
+    let out = cli(
+        &server.url,
+        &["plot", &id, "--log", "--out", log.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--log needs positive values, and score has"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!log.exists());
 
     let png = dir.path().join("curves.png");
     let out = cli(

@@ -1,6 +1,7 @@
 //! The dashboard's views and controls in headless Chromium, on studies that scripted
 //! HTTP workers fill: contour, slices, EDF, timeline, the table's filter, brushing and
-//! export, the learning curves' options, and pause / resume / stop / extend / delete.
+//! export, the learning curves' options (log axis, outliers, pruned trials), and
+//! pause / resume / stop / extend / delete.
 //!
 //! With `TUNER_SCREENSHOTS=<dir>` the tests also save a PNG of each new view there
 //! (`TUNER_SCREENSHOTS=docs cargo nextest run -p tuner-cli -E 'binary(dashboard)'`
@@ -13,7 +14,8 @@ use std::{
 };
 
 use tuner_api::{
-    ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat, FailRequest, ReportRequest,
+    ApiClient, AskAnswer, AskRequest, CompleteRequest, DocFormat, FailRequest, ReportAction,
+    ReportRequest,
 };
 use tuner_core::{StudyId, StudyState};
 
@@ -93,6 +95,7 @@ async fn scripted_worker(
             continue;
         }
         let final_value = if script.loss { x * x } else { -x * x };
+        let mut pruned = false;
         for epoch in 1..=script.epochs {
             let e = f64::from(epoch);
             let mut value = if script.loss {
@@ -105,7 +108,7 @@ async fn scripted_worker(
             }
             let mut metrics = serde_json::Map::new();
             metrics.insert("loss".into(), (x * x + 2.0 / e).into());
-            client
+            let answer = client
                 .report(
                     a.trial.id,
                     &ReportRequest {
@@ -117,6 +120,15 @@ async fn scripted_worker(
                 )
                 .await
                 .unwrap();
+            // The study's pruner stopped it: the trial is pruned, not to be completed.
+            if matches!(answer.action, ReportAction::Stop) {
+                pruned = true;
+                break;
+            }
+        }
+        if pruned {
+            done += 1;
+            continue;
         }
         client
             .complete(
@@ -590,6 +602,30 @@ async fn the_dashboard_controls_studies_with_the_token_and_hides_empty_panels() 
         .await;
     assert_eq!(asked, 41, "a budget above the current 40");
     browser.click("dialog.confirm .dialog-cancel").await;
+    // Extended to 55 through the dialog: the server has the new budget, the page says it.
+    browser.click("#summary button.control-extend").await;
+    browser
+        .eval(
+            "const i = document.querySelector('dialog.confirm[open] input[name=max_trials]');
+             i.value = '55'; i.dispatchEvent(new Event('input'));",
+        )
+        .await;
+    browser.click("dialog.confirm .dialog-ok").await;
+    let mut extended = 0;
+    for _ in 0..100 {
+        extended = client.get_study(running).await.unwrap().max_trials;
+        if extended == 55 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(extended, 55, "the dialog's budget reached the server");
+    browser
+        .wait_for(
+            "document.querySelector('.count-total').textContent.includes('of 55 trials')",
+            "the header shows the new budget",
+        )
+        .await;
     // Delete asks first; cancelling keeps the study.
     browser.click("#summary button.control-delete").await;
     browser.click("dialog.confirm .dialog-cancel").await;
@@ -629,6 +665,9 @@ async fn the_dashboard_controls_studies_with_the_token_and_hides_empty_panels() 
             .contains("Not enough trials"),
         "{page}"
     );
+    browser
+        .element_screenshot("#app", &shots_dir().join("dashboard-external.png"))
+        .await;
 
     // A loss objective: one chart of val_loss with its training loss, not two.
     browser
@@ -641,4 +680,87 @@ async fn the_dashboard_controls_studies_with_the_token_and_hides_empty_panels() 
         )
         .await;
     assert_eq!(charts, serde_json::json!(["val_loss · loss (dashed)"]));
+}
+
+/// The learning curves' "pruned" toggle: off, only the best trials' curves; on, the
+/// latest pruned trials' too (thin, ending in ×, in every chart); off again, gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_learning_curves_add_pruned_trials_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("pruned.db"), &[]);
+    let client = server.client();
+    // One worker, so the median pruner sees finished trials before it judges the next.
+    let doc = space("pruned", "score", "maximize", 24, 1)
+        + "pruner: {kind: median, warmup_epochs: 1, min_trials: 3}\n";
+    let script = Script {
+        epochs: 3,
+        fail_every: None,
+        outlier: true,
+        loss: false,
+    };
+    let id = study_with(&client, &doc, 1, 24, script).await;
+    let trials = client.list_trials(id).await.unwrap().trials;
+    let mut pruned: Vec<_> = trials
+        .iter()
+        .filter(|t| t.state == tuner_core::TrialState::Pruned)
+        .collect();
+    assert!(
+        (2..=20).contains(&pruned.len()),
+        "the median pruner stops some of the 24 trials (all of them drawn): {}",
+        pruned.len()
+    );
+    pruned.sort_by_key(|t| t.id);
+    let pruned_ids: Vec<String> = pruned.iter().map(|t| t.id.to_string()).collect();
+
+    let browser = Browser::start().await;
+    browser
+        .open(&format!("{}/#/studies/{id}", server.url))
+        .await;
+    browser.wait_ready("study").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#curves svg.curve-chart').length === 2",
+            "the score and loss charts",
+        )
+        .await;
+    const PRUNED_JS: &str = "
+        const ids = [...document.querySelectorAll('#curves path.curve.pruned')].map((p) => Number(p.dataset.tid));
+        return { ids: [...new Set(ids)].sort((a, b) => a - b).map(String),
+                 marks: document.querySelectorAll('#curves text.prune-mark').length,
+                 sub: document.querySelector('#curves p.sub').textContent,
+                 checked: document.querySelector('#curves .curves-pruned input').checked };";
+    let off = browser.eval(PRUNED_JS).await;
+    assert_eq!(off["ids"], serde_json::json!([]), "off by default: {off}");
+    assert_eq!(off["checked"], false, "{off}");
+
+    browser.click("#curves .curves-pruned input").await;
+    browser
+        .wait_for(
+            &format!(
+                "document.querySelectorAll('#curves text.prune-mark').length === {}",
+                2 * pruned.len()
+            ),
+            "a × at the end of each pruned curve, in both charts",
+        )
+        .await;
+    let on = browser.eval(PRUNED_JS).await;
+    assert_eq!(on["ids"], serde_json::json!(pruned_ids), "{on}");
+    assert!(
+        on["sub"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the latest pruned trials"),
+        "the panel says what it draws: {on}"
+    );
+    browser
+        .element_screenshot("#curves", &shots_dir().join("dashboard-curves.png"))
+        .await;
+
+    browser.click("#curves .curves-pruned input").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#curves path.curve.pruned').length === 0",
+            "the pruned curves go again",
+        )
+        .await;
 }
