@@ -30,23 +30,58 @@ BASELINE = {"conv_activation": "relu", "optimizer": "adam", "learning_rate": 1e-
             "dense_units_2": 0, "dense_activation": "tanh", "batch_size": 128}
 
 
-def torch_run(seed, epochs, data):
+class KerasAdam(torch.optim.Optimizer):
+    """Keras 3's Adam (what tuner's optim.rs implements): epsilon added to sqrt(v) before
+    the bias correction, `w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`;
+    PyTorch adds it to the bias-corrected sqrt(v)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-7):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["t"], state["m"], state["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                state["t"] += 1
+                t, m, v = state["t"], state["m"], state["v"]
+                m.add_((p.grad - m) * (1 - b1))
+                v.add_((p.grad * p.grad - v) * (1 - b2))
+                alpha = group["lr"] * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+                p.sub_(alpha * m / (v.sqrt() + group["eps"]))
+
+
+def torch_run(seed, epochs, data, keras_adam=False):
     x_tr, y_tr, x_va, y_va, x_te, y_te = data
     torch.manual_seed(seed)
     model = StudentNet(BASELINE)
-    opt = make_optimizer("adam", model.parameters(), BASELINE["learning_rate"])
+    opt = (KerasAdam(model.parameters(), lr=BASELINE["learning_rate"]) if keras_adam
+           else make_optimizer("adam", model.parameters(), BASELINE["learning_rate"]))
     gen = torch.Generator().manual_seed(seed)
     started = time.time()
+    history = []
     for _ in range(epochs):
         perm = torch.randperm(len(y_tr), generator=gen)
+        loss_sum, hits = 0.0, 0
         for i in range(0, len(y_tr), BASELINE["batch_size"]):
             idx = perm[i:i + BASELINE["batch_size"]]
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+            logits = model(x_tr[idx])
+            loss = F.cross_entropy(logits, y_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return {"val_accuracy": accuracy(model, x_va, y_va), "test_accuracy": accuracy(model, x_te, y_te),
-            "seconds": time.time() - started}
+            loss_sum += loss.item() * len(idx)
+            hits += (logits.argmax(1) == y_tr[idx]).sum().item()
+        # Keras-style running train metrics of the epoch, and the validation accuracy after it.
+        history.append({"loss": loss_sum / len(y_tr), "accuracy": hits / len(y_tr),
+                        "val_accuracy": accuracy(model, x_va, y_va)})
+    return {"val_accuracy": history[-1]["val_accuracy"], "test_accuracy": accuracy(model, x_te, y_te),
+            "seconds": time.time() - started, "history": history}
 
 
 def tuner_run(seed, epochs, cli):
@@ -58,6 +93,44 @@ def tuner_run(seed, epochs, cli):
             "seconds": time.time() - started}
 
 
+def read_safetensors(path):
+    """{name: float32 array} from a safetensors file (8-byte header length, JSON header,
+    raw little-endian data), without the safetensors package."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] != "F32":
+            raise SystemExit(f"{path}: {name} is {info['dtype']}, expected F32")
+        start, end = info["data_offsets"]
+        out[name] = np.frombuffer(raw[8 + n + start:8 + n + end], dtype="<f4").reshape(info["shape"])
+    return out
+
+
+def check_weights(path, data):
+    """Evaluates a baseline model that `tuner-cli train --save` wrote with PyTorch on the
+    same validation and test images: does tuner's evaluation path agree?"""
+    w = read_safetensors(path)
+    model = StudentNet(BASELINE)
+    with torch.no_grad():
+        for name in ("conv1", "conv2"):  # [k, k, c_in, c_out] -> [c_out, c_in, k, k]
+            getattr(model, name).weight.copy_(torch.from_numpy(w[f"{name}.kernel"].transpose(3, 2, 0, 1).copy()))
+            getattr(model, name).bias.copy_(torch.from_numpy(w[f"{name}.bias"].copy()))
+        for layer, name in ((model.dense[0], "dense1"), (model.out, "output")):  # [in, out] -> [out, in]
+            layer.weight.copy_(torch.from_numpy(w[f"{name}.kernel"].T.copy()))
+            layer.bias.copy_(torch.from_numpy(w[f"{name}.bias"].copy()))
+    # tuner flattens channels-last: feed dense1 the (h, w, c) order its kernel was trained on.
+    model.forward = lambda x: model.out(model.dense_act(model.dense[0](torch.flatten(
+        model.conv_act(model.conv2(model.conv_act(model.conv1(x)))).permute(0, 2, 3, 1), 1))))
+    _, _, x_va, y_va, x_te, y_te = data
+    print(f"{path}: stored statistics mean {float(w['input.pixel_mean'][0]):.6f} std {float(w['input.pixel_std'][0]):.6f}; "
+          f"PyTorch evaluation: val {accuracy(model, x_va, y_va):.4f} test {accuracy(model, x_te, y_te):.4f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
@@ -66,8 +139,12 @@ def main():
     ap.add_argument("--only", choices=["torch", "tuner"], default="")
     ap.add_argument("--stats", choices=["train60k", "fit48k"], default="train60k",
                     help="torch only: which images the standardization statistics come from")
+    ap.add_argument("--keras-adam", action="store_true",
+                    help="torch only: Keras' Adam update (tuner's) instead of PyTorch's")
     ap.add_argument("--tuner-cli", default=os.environ.get("TUNER_CLI", "tuner-cli"))
     ap.add_argument("--out", default="", help="also write the rows as JSON here")
+    ap.add_argument("--check-weights", default="", metavar="FILE.safetensors",
+                    help="only evaluate a baseline model saved by `tuner-cli train --save` with PyTorch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -84,13 +161,17 @@ def main():
     data = (t(x[:split]).unsqueeze(1), t(y[:split]), t(x[split:]).unsqueeze(1), t(y[split:]),
             t(x_te).unsqueeze(1), t(y_te))
 
+    if args.check_weights:
+        check_weights(args.check_weights, data)
+        return
     rows = []
     for seed in seeds:
         for system in ("tuner", "torch"):
             if args.only and system != args.only:
                 continue
-            r = tuner_run(seed, args.epochs, args.tuner_cli) if system == "tuner" else torch_run(seed, args.epochs, data)
-            r.update(system=system if system == "tuner" else f"torch ({args.stats})", seed=seed)
+            r = tuner_run(seed, args.epochs, args.tuner_cli) if system == "tuner" else torch_run(seed, args.epochs, data, args.keras_adam)
+            r.update(system=system if system == "tuner" else
+                     f"torch ({args.stats}{', keras adam' if args.keras_adam else ''})", seed=seed)
             rows.append(r)
             print(f"{r['system']:<18} seed {seed}: val {r['val_accuracy']:.4f} test {r['test_accuracy']:.4f} "
                   f"gap {r['val_accuracy'] - r['test_accuracy']:+.4f} ({r['seconds']:.0f} s)", flush=True)

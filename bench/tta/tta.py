@@ -212,6 +212,13 @@ def run(args):
         cmd = ["taskset", "-c", args.cpus, *cmd]
         settings["cpus"] = args.cpus
     budget_s = args.budget_min * 60.0
+    load = os.getloadavg()[0]
+    if load > 1.0:
+        # Busy CPUs distort every figure, PyTorch's most: its OpenMP threads spin at each
+        # barrier, and a descheduled one stalls the rest (10x slower with 2 threads on a
+        # shared 2-core machine, measured).
+        print(f"[tta] warning: load average {load:.1f} before the start: the machine is not quiet", flush=True)
+    settings["load_average_at_start"] = load
     print(f"[tta] {label} seed {args.seed}: {budget_s / 60:.1f} min, scratch {scratch}", flush=True)
 
     stderr_path = os.path.join(scratch, "stderr.log")
