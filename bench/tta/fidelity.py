@@ -2,7 +2,9 @@
 """The baseline model, 10 epochs, several seeds: tuner's trainer against a PyTorch replica,
 val_accuracy and test accuracy side by side (issue 14's fidelity question).
 
-    .venv-optuna/bin/python fidelity.py --seeds 0,1,2,3,4,5 [--tuner-cli PATH] [--only torch|tuner]
+    .venv-optuna/bin/python fidelity.py --seeds 0,1,2,3,4,5 [--tuner-cli PATH] [--only torch|tuner] [--keras-adam]
+    .venv-optuna/bin/python fidelity.py --check-weights FILE.safetensors   # tuner's saved model, evaluated by PyTorch
+    .venv-optuna/bin/python fidelity.py --check-steps [--tuner-cli PATH]    # 5 Adam steps, tuner against PyTorch
 
 tuner: `tuner-cli train --epochs 10 --seed S --json` (the baseline config, 48k/12k split).
 torch: the same model built by optuna_student.StudentNet (Keras initializers, the stride-2
@@ -111,11 +113,9 @@ def read_safetensors(path):
     return out
 
 
-def check_weights(path, data):
-    """Evaluates a baseline model that `tuner-cli train --save` wrote with PyTorch on the
-    same validation and test images: does tuner's evaluation path agree?"""
-    w = read_safetensors(path)
-    model = StudentNet(BASELINE)
+def load_into(model, w):
+    """Puts tuner's baseline weights (Keras layouts) into a StudentNet and makes it flatten
+    channels-last, as tuner does, so its first dense kernel applies unchanged."""
     with torch.no_grad():
         for name in ("conv1", "conv2"):  # [k, k, c_in, c_out] -> [c_out, c_in, k, k]
             getattr(model, name).weight.copy_(torch.from_numpy(w[f"{name}.kernel"].transpose(3, 2, 0, 1).copy()))
@@ -123,9 +123,52 @@ def check_weights(path, data):
         for layer, name in ((model.dense[0], "dense1"), (model.out, "output")):  # [in, out] -> [out, in]
             layer.weight.copy_(torch.from_numpy(w[f"{name}.kernel"].T.copy()))
             layer.bias.copy_(torch.from_numpy(w[f"{name}.bias"].copy()))
-    # tuner flattens channels-last: feed dense1 the (h, w, c) order its kernel was trained on.
     model.forward = lambda x: model.out(model.dense_act(model.dense[0](torch.flatten(
         model.conv_act(model.conv2(model.conv_act(model.conv1(x)))).permute(0, 2, 3, 1), 1))))
+    return model
+
+
+def check_steps(cli, steps=5):
+    """tuner's Adam steps at full size against PyTorch's: tuner trains the baseline for
+    `steps` epochs of one 128-image batch (so the batch order cannot differ); PyTorch
+    starts from tuner's initial weights (an SGD run with a learning rate of 1e-30 saves
+    them) and takes the same steps with Keras' Adam and with its own."""
+    x, y, _, _ = common.load_split(train_limit=128)
+    xb, yb = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
+    saved = {}
+    for opt, lr, epochs in (("sgd", 1e-30, 1), ("adam", 1e-3, steps)):
+        cfg = f"/tmp/tta-fidelity-{opt}.yaml"
+        with open(cfg, "w") as f:
+            f.write("".join(f"{k}: {v}\n" for k, v in BASELINE.items() if not k.startswith("dense_units_"))
+                    .replace("optimizer: adam", f"optimizer: {opt}").replace("learning_rate: 0.001", f"learning_rate: {lr}"))
+        subprocess.run([cli, "train", "--config", cfg, "--epochs", str(epochs), "--train-limit", "128", "--val-limit", "10",
+                        "--seed", "0", "--save", cfg.replace(".yaml", ".safetensors")], check=True, capture_output=True)
+        saved[opt] = read_safetensors(cfg.replace(".yaml", ".safetensors"))
+    w0, w_tuner = saved["sgd"], saved["adam"]
+    for form in ("keras", "pytorch"):
+        model = load_into(StudentNet(BASELINE), w0)
+        opt = (KerasAdam(model.parameters(), lr=1e-3) if form == "keras"
+               else torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7))
+        for _ in range(steps):
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for name, layer in (("conv1", model.conv1), ("conv2", model.conv2), ("dense1", model.dense[0]),
+                            ("output", model.out)):
+            mine = layer.weight.detach().numpy()
+            mine = mine.transpose(2, 3, 1, 0) if name.startswith("conv") else mine.T
+            moved = np.linalg.norm(w_tuner[f"{name}.kernel"] - w0[f"{name}.kernel"])
+            off = np.linalg.norm(w_tuner[f"{name}.kernel"] - mine)
+            print(f"{steps} steps, PyTorch with {form:7s} Adam: {name:6s} kernel differs from tuner's by "
+                  f"{off / moved:.1e} of tuner's move ({moved:.4f})")
+
+
+def check_weights(path, data):
+    """Evaluates a baseline model that `tuner-cli train --save` wrote with PyTorch on the
+    same validation and test images: does tuner's evaluation path agree?"""
+    w = read_safetensors(path)
+    model = load_into(StudentNet(BASELINE), w)
     _, _, x_va, y_va, x_te, y_te = data
     print(f"{path}: stored statistics mean {float(w['input.pixel_mean'][0]):.6f} std {float(w['input.pixel_std'][0]):.6f}; "
           f"PyTorch evaluation: val {accuracy(model, x_va, y_va):.4f} test {accuracy(model, x_te, y_te):.4f}")
@@ -143,6 +186,8 @@ def main():
                     help="torch only: Keras' Adam update (tuner's) instead of PyTorch's")
     ap.add_argument("--tuner-cli", default=os.environ.get("TUNER_CLI", "tuner-cli"))
     ap.add_argument("--out", default="", help="also write the rows as JSON here")
+    ap.add_argument("--check-steps", action="store_true",
+                    help="only compare 5 Adam steps of tuner with PyTorch's (Keras' and PyTorch's Adam) from the same weights")
     ap.add_argument("--check-weights", default="", metavar="FILE.safetensors",
                     help="only evaluate a baseline model saved by `tuner-cli train --save` with PyTorch")
     args = ap.parse_args()
@@ -161,6 +206,9 @@ def main():
     data = (t(x[:split]).unsqueeze(1), t(y[:split]), t(x[split:]).unsqueeze(1), t(y[split:]),
             t(x_te).unsqueeze(1), t(y_te))
 
+    if args.check_steps:
+        check_steps(args.tuner_cli)
+        return
     if args.check_weights:
         check_weights(args.check_weights, data)
         return
