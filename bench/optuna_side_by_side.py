@@ -173,6 +173,7 @@ def main() -> None:
     ap.add_argument("--optuna", default="gp,tpe", help="Optuna samplers (comma-separated; empty for none)")
     ap.add_argument("--problems", default="all")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="Optuna seeds are FIRST..FIRST+SEEDS-1 (to extend an earlier run)")
     ap.add_argument("--budget", type=int, default=50)
     ap.add_argument("--reference", help="sampler the paired tests compare against (default: the first tuner's gp)")
     ap.add_argument("--out", default=str(HERE / "results" / "latest"))
@@ -222,13 +223,14 @@ def main() -> None:
             run_optuna("gp", problems[0], 0, 12)
     for kind in kinds:
         runs = []
+        target = out / f"optuna-{kind}.json"
         for problem in problems:
             t0 = time.time()
-            for seed in range(a.seeds):
+            for seed in range(a.first_seed, a.first_seed + a.seeds):
                 runs.append(run_optuna(kind, problem, seed, a.budget))
+                # Saved as they go: a long run that is stopped keeps what it finished.
+                target.write_text(json.dumps({"runs": runs}))
             print(f"optuna-{kind} {problem['name']}: {time.time() - t0:.0f} s", file=sys.stderr)
-        target = out / f"optuna-{kind}.json"
-        target.write_text(json.dumps({"runs": runs}))
         files.append(target)
 
     reference = a.reference or (f"{a.tuner[0].partition('=')[0]}-gp" if a.tuner else None)
@@ -242,7 +244,11 @@ def main() -> None:
         import torch
 
         versions = f"Optuna {optuna.__version__}, torch {torch.__version__}, "
-    own = f"{a.seeds} seeds (0..{a.seeds - 1}), budget {a.budget}, " if a.tuner or kinds else ""
+    own = (
+        f"{a.seeds} seeds ({a.first_seed}..{a.first_seed + a.seeds - 1} for Optuna), budget {a.budget}, "
+        if a.tuner or kinds
+        else ""
+    )
     included = f"runs from {', '.join(Path(f).name for f in a.include)}; " if a.include else ""
     header = (
         f"{own}{included}problems {names}\n"

@@ -6,7 +6,12 @@
 //! cargo run --release -p tuner-optim --example bbo -- [--seeds 10] [--budget 100]
 //!     [--problems branin,hartmann6,levy5,rosenbrock4,mixed] [--samplers gp,random]
 //!     [--workers 1] [--pending kb|cl-mean|cl-worst|ignore] [--initial 10]
-//!     [--latency] [--no-regret] [--threads 1]
+//!     [--latency] [--no-regret] [--threads 1] [--first-seed 0]
+//!     [--json-out FILE] [--label tuner]
+//!
+//! `--json-out` writes every run as `tuner-cli bench report` reads them (`{"runs": [..]}`,
+//! sampler `LABEL-NAME`): the in-process sampler suggests exactly what the HTTP path
+//! does, so this is the quick way to compare variants with the report's statistics.
 
 use std::time::Instant;
 
@@ -28,6 +33,9 @@ struct Args {
     latency: bool,
     regret: bool,
     threads: usize,
+    first_seed: u64,
+    json_out: Option<String>,
+    label: String,
 }
 
 fn parse_args() -> Args {
@@ -45,6 +53,9 @@ fn parse_args() -> Args {
         latency: false,
         regret: true,
         threads: 1,
+        first_seed: 0,
+        json_out: None,
+        label: "tuner".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -58,6 +69,9 @@ fn parse_args() -> Args {
             "--workers" => a.workers = val().parse().expect("--workers N"),
             "--initial" => a.initial = val().parse().expect("--initial N"),
             "--threads" => a.threads = val().parse().expect("--threads N"),
+            "--first-seed" => a.first_seed = val().parse().expect("--first-seed N"),
+            "--json-out" => a.json_out = Some(val()),
+            "--label" => a.label = val(),
             "--pending" => {
                 a.pending = match val().as_str() {
                     "kb" => PendingStrategy::KrigingBeliever,
@@ -160,6 +174,7 @@ fn regret_table(args: &Args) {
         "simple regret (best − optimum), median [IQR] over {} seeds, {} worker(s)",
         args.seeds, args.workers
     );
+    let mut records: Vec<String> = Vec::new();
     for problem in problems::all()
         .iter()
         .filter(|p| args.problems.iter().any(|n| n == p.name))
@@ -167,8 +182,8 @@ fn regret_table(args: &Args) {
         for name in &args.samplers {
             let sampler = make_sampler(name, args);
             let started = Instant::now();
-            let seeds: Vec<u64> = (0..args.seeds).collect();
-            let curves: Vec<Vec<f64>> = std::thread::scope(|scope| {
+            let seeds: Vec<u64> = (args.first_seed..args.first_seed + args.seeds).collect();
+            let curves: Vec<(u64, Vec<f64>)> = std::thread::scope(|scope| {
                 let chunks: Vec<Vec<u64>> = (0..args.threads)
                     .map(|t| {
                         seeds
@@ -207,8 +222,21 @@ fn regret_table(args: &Args) {
                     .flat_map(|h| h.join().unwrap())
                     .collect();
                 all.sort_by_key(|(s, _)| *s);
-                all.into_iter().map(|(_, c)| c).collect()
+                all
             });
+            // Threads share the wall time, so the mean ask is per thread.
+            let ask_ms = 1e3 * started.elapsed().as_secs_f64() * args.threads as f64
+                / (args.seeds as usize * args.budget) as f64;
+            for (seed, curve) in &curves {
+                let regret: Vec<String> = curve.iter().map(|r| format!("{r:?}")).collect();
+                records.push(format!(
+                    "{{\"problem\":\"{}\",\"sampler\":\"{}-{name}\",\"seed\":{seed},\"regret\":[{}],\"ask_ms\":{ask_ms:?}}}",
+                    problem.name,
+                    args.label,
+                    regret.join(",")
+                ));
+            }
+            let curves: Vec<Vec<f64>> = curves.into_iter().map(|(_, c)| c).collect();
             let mut line = format!("{:<12} {:<10}", problem.name, name);
             for &c in &checkpoints {
                 let mut v: Vec<f64> = curves.iter().map(|curve| curve[c - 1]).collect();
@@ -223,6 +251,10 @@ fn regret_table(args: &Args) {
             line.push_str(&format!("  ({:.1} s)", started.elapsed().as_secs_f64()));
             println!("{line}");
         }
+    }
+    if let Some(path) = &args.json_out {
+        let text = format!("{{\"runs\":[{}]}}\n", records.join(",\n"));
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {path}: {e}"));
     }
 }
 
