@@ -129,10 +129,7 @@ fn run(
                     seen: None,
                 })
                 .expect("suggestion");
-            history.push(Observation {
-                params,
-                outcome: Outcome::Pending,
-            });
+            history.push(Observation::new(params, Outcome::Pending));
             in_flight.push(asked);
             asked += 1;
         }
@@ -249,10 +246,7 @@ fn latency(args: &Args) {
                     })
                     .unwrap();
                 let value = (problem.f)(&params);
-                history.push(Observation {
-                    params,
-                    outcome: Outcome::Completed(value),
-                });
+                history.push(Observation::new(params, Outcome::Completed(value)));
             }
             let mut times: Vec<f64> = (0..5)
                 .map(|k| {
