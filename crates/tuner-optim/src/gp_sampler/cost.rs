@@ -325,4 +325,38 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_penalty_gradient_matches_finite_differences() {
+        let space = conformance::space(ONE_D);
+        let value = |p: &Params| bump(x_of(p), 0.3);
+        // Log cost linear in x: well inside the clamp in the middle of the range.
+        let cost = |p: &Params| (1.5 * x_of(p) + p["y"].as_f64().unwrap()).exp();
+        let history = run(&space, &sampler(false), 3, value, cost);
+        let coder = Coder::new(&space);
+        let settings = CostAware { budget_trials: 100 };
+        let model = CostModel::build(&coder, &history, &settings, sampler(true).config(), 3)
+            .expect("enough varied timings");
+        let (mut active, mut feat) = (Vec::new(), Vec::new());
+        let mut scratch = Scratch::default();
+        let dims: Vec<usize> = (0..coder.len()).collect();
+        let z = vec![0.45, 0.4];
+        coder.features(&z, &mut active, &mut feat);
+        let (mut grad, mut unused) = (vec![0.0; 2], vec![0.0; 2]);
+        let p0 = model.penalty_with_grad(&feat, &dims, &mut scratch, &mut grad, &mut unused);
+        assert!((p0 - model.penalty(&feat, &mut scratch)).abs() < 1e-12);
+        for j in 0..2 {
+            let h = 1e-5;
+            let mut zp = z.clone();
+            zp[j] += h;
+            coder.features(&zp, &mut active, &mut feat);
+            let fd = (model.penalty(&feat, &mut scratch) - p0) / h;
+            assert!(
+                (fd - grad[j]).abs() < 1e-3 * (1.0 + fd.abs()),
+                "dimension {j}: analytic {} vs finite difference {fd}",
+                grad[j]
+            );
+        }
+        assert!(grad[0] > 0.0, "dearer as x grows: {grad:?}");
+    }
 }
