@@ -1317,10 +1317,7 @@ async fn the_gp_suggests_the_same_through_http_as_in_process() {
         };
         assert_eq!(a.trial.params, local, "trial {n}");
         let y = (problem.f)(&local);
-        history.push(Observation {
-            params: local,
-            outcome: Outcome::Completed(y),
-        });
+        history.push(Observation::new(local, Outcome::Completed(y)));
         client
             .complete(
                 a.trial.id,

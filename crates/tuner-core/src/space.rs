@@ -124,6 +124,10 @@ pub struct OptimizerSpec {
     /// Trials drawn from the initial design before the model-based search starts.
     pub initial_trials: u32,
     pub seed: u64,
+    /// Weigh expected improvement against each candidate's predicted cost (`gp` only).
+    /// Resolved at parsing: the document's `cost_aware`, else on for the built-in
+    /// trainer and off for external ones.
+    pub cost_aware: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -162,6 +166,16 @@ pub enum PrunerSpec {
     Asha {
         min_resource: u32,
         reduction_factor: u32,
+    },
+    /// Learning-curve extrapolation: after `warmup_epochs`, stop a trial when even an
+    /// optimistic prediction of its value at the last epoch (`trainer.epochs`), made
+    /// from the curves of completed trials and its own latest gain, does not beat the
+    /// best completed trial.
+    Curve {
+        warmup_epochs: u32,
+        /// Completed trials with a value at the epoch and at the last epoch needed
+        /// before anything is stopped.
+        min_trials: u32,
     },
 }
 

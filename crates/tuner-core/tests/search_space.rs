@@ -87,6 +87,52 @@ fn defaults_fill_optional_sections() {
 }
 
 #[test]
+fn cost_aware_defaults_to_the_trainer_and_the_curve_pruner_to_no_warmup() {
+    let doc = |trainer: &str, optimizer: &str, pruner: &str| {
+        parse(&format!(
+            "version: 1\nname: n\nobjective: {{metric: val_accuracy, direction: maximize}}\n\
+             budget: {{max_trials: 3}}\n{trainer}{optimizer}{pruner}\
+             parameters:\n  learning_rate: {{type: float, min: 1.0e-4, max: 1.0e-2, log: true}}\n"
+        ))
+        .unwrap()
+    };
+    let builtin = "trainer: {kind: fashion-mnist-cnn, epochs: 3}\n";
+    assert!(doc(builtin, "", "").optimizer.cost_aware);
+    assert!(
+        doc(builtin, "optimizer: {kind: gp}\n", "")
+            .optimizer
+            .cost_aware
+    );
+    assert!(
+        !doc(builtin, "optimizer: {kind: gp, cost_aware: false}\n", "")
+            .optimizer
+            .cost_aware
+    );
+    assert!(
+        !doc(builtin, "optimizer: {kind: random}\n", "")
+            .optimizer
+            .cost_aware
+    );
+    assert!(!doc("", "", "").optimizer.cost_aware, "external: off");
+    assert!(
+        doc("", "optimizer: {kind: gp, cost_aware: true}\n", "")
+            .optimizer
+            .cost_aware
+    );
+    let spec = doc(builtin, "", "pruner: {kind: curve}\n");
+    assert_eq!(
+        spec.pruner,
+        Some(tuner_core::PrunerSpec::Curve {
+            warmup_epochs: 0,
+            min_trials: 5
+        })
+    );
+    // The resolved spec validates to itself (a stored spec is re-read this way).
+    let again = parse_spec_value(&serde_json::to_value(&spec).unwrap()).unwrap();
+    assert_eq!(again, spec);
+}
+
+#[test]
 fn decode_respects_steps_logs_and_bounds() {
     let spec = parse(DESIGN_EXAMPLE).unwrap();
     let space = &spec.parameters;
@@ -250,6 +296,31 @@ const MALFORMED: &[(&str, &str, &str)] = &[
         "bad validation split",
         "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\ntrainer: {kind: external, validation_split: 1.5}\nparameters: {}\n",
         "trainer.validation_split",
+    ),
+    (
+        "cost_aware not a boolean",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\noptimizer: {kind: gp, cost_aware: yes please}\nparameters: {}\n",
+        "optimizer.cost_aware",
+    ),
+    (
+        "cost_aware with the random optimizer",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\noptimizer: {kind: random, cost_aware: true}\nparameters: {}\n",
+        "optimizer.cost_aware",
+    ),
+    (
+        "curve pruner without trainer.epochs",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 5}\npruner: {kind: curve}\nparameters: {}\n",
+        "pruner.kind",
+    ),
+    (
+        "curve pruner with too few trials to fit a line",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\ntrainer: {kind: external, epochs: 3}\nbudget: {max_trials: 5}\npruner: {kind: curve, min_trials: 2}\nparameters: {}\n",
+        "pruner.min_trials",
+    ),
+    (
+        "curve pruner with asha's fields",
+        "version: 1\nname: n\nobjective: {metric: m, direction: maximize}\ntrainer: {kind: external, epochs: 3}\nbudget: {max_trials: 5}\npruner: {kind: curve, reduction_factor: 3}\nparameters: {}\n",
+        "pruner.reduction_factor",
     ),
     (
         "unknown pruner",

@@ -12,12 +12,15 @@
 //! `--json-out` writes every run as `tuner-cli bench report` reads them (`{"runs": [..]}`,
 //! sampler `LABEL-NAME`): the in-process sampler suggests exactly what the HTTP path
 //! does, so this is the quick way to compare variants with the report's statistics.
+//!
+//! Samplers: gp, gp-nowarp, gp-cost (cost-aware, synthetic costs), random; `--latency`
+//! times gp and gp-cost on the same histories.
 
 use std::time::Instant;
 
 use tuner_core::Direction;
 use tuner_optim::{
-    GpConfig, GpSampler, Observation, Outcome, PendingStrategy, RandomSampler, Sampler,
+    CostAware, GpConfig, GpSampler, Observation, Outcome, PendingStrategy, RandomSampler, Sampler,
     SuggestContext,
     problems::{self, Problem},
 };
@@ -111,6 +114,15 @@ fn make_sampler(name: &str, args: &Args) -> Box<dyn Sampler> {
             warp_targets: false,
             ..GpConfig::default()
         })),
+        // Cost-aware with the whole budget ahead (α = 1): what latency it adds.
+        "gp-cost" => Box::new(GpSampler::new(GpConfig {
+            initial_trials: args.initial,
+            pending: args.pending,
+            cost_aware: Some(CostAware {
+                budget_trials: 1_000_000,
+            }),
+            ..GpConfig::default()
+        })),
         "random" => Box::new(RandomSampler),
         other => panic!("unknown sampler {other}"),
     }
@@ -143,10 +155,7 @@ fn run(
                     seen: None,
                 })
                 .expect("suggestion");
-            history.push(Observation {
-                params,
-                outcome: Outcome::Pending,
-            });
+            history.push(Observation::new(params, Outcome::Pending));
             in_flight.push(asked);
             asked += 1;
         }
@@ -264,49 +273,56 @@ fn latency(args: &Args) {
     let all = problems::all();
     for name in ["mixed", "cnn_full", "hartmann6"] {
         let problem = all.iter().find(|p| p.name == name).unwrap();
-        let sampler = make_sampler("gp", args);
-        let mut line = format!("{:<12} ({} params)", name, problem.space.len());
-        for n in [10usize, 50, 100, 200, 500, 1000] {
-            let mut history = Vec::new();
-            for i in 0..n {
-                let params = RandomSampler
-                    .suggest(&SuggestContext {
-                        space: &problem.space,
-                        direction: Direction::Minimize,
-                        seed: 1,
-                        trial_number: i as u64,
-                        history: &history,
-                        batch: &[],
-                        seen: None,
-                    })
-                    .unwrap();
-                let value = (problem.f)(&params);
-                history.push(Observation {
-                    params,
-                    outcome: Outcome::Completed(value),
-                });
-            }
-            let mut times: Vec<f64> = (0..5)
-                .map(|k| {
-                    let t = Instant::now();
-                    sampler
+        for sampler_name in ["gp", "gp-cost"] {
+            let sampler = make_sampler(sampler_name, args);
+            let mut line = format!(
+                "{:<12} {:<8} ({} params)",
+                name,
+                sampler_name,
+                problem.space.len()
+            );
+            for n in [10usize, 50, 100, 200, 500, 1000] {
+                let mut history = Vec::new();
+                for i in 0..n {
+                    let params = RandomSampler
                         .suggest(&SuggestContext {
                             space: &problem.space,
                             direction: Direction::Minimize,
-                            seed: 7 + k,
-                            trial_number: n as u64,
+                            seed: 1,
+                            trial_number: i as u64,
                             history: &history,
                             batch: &[],
                             seen: None,
                         })
                         .unwrap();
-                    t.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            line.push_str(&format!("  n={n}: {:.1}", times[2]));
+                    let value = (problem.f)(&params);
+                    let mut observation = Observation::new(params, Outcome::Completed(value));
+                    // A cost that varies over the space (ignored by plain gp).
+                    observation.cost = Some(1.0 + value.abs().fract() * 9.0);
+                    history.push(observation);
+                }
+                let mut times: Vec<f64> = (0..5)
+                    .map(|k| {
+                        let t = Instant::now();
+                        sampler
+                            .suggest(&SuggestContext {
+                                space: &problem.space,
+                                direction: Direction::Minimize,
+                                seed: 7 + k,
+                                trial_number: n as u64,
+                                history: &history,
+                                batch: &[],
+                                seen: None,
+                            })
+                            .unwrap();
+                        t.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                line.push_str(&format!("  n={n}: {:.1}", times[2]));
+            }
+            println!("{line}");
         }
-        println!("{line}");
     }
 }
 

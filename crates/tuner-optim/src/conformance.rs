@@ -109,10 +109,7 @@ pub fn suggestions_fit_the_space(sampler: &dyn Sampler) {
         saw_active |= params.contains_key("units_3");
         saw_inactive |= !params.contains_key("units_2");
         let value = score(&params);
-        history.push(Observation {
-            params,
-            outcome: Outcome::Completed(value),
-        });
+        history.push(Observation::new(params, Outcome::Completed(value)));
     }
     assert!(
         saw_active && saw_inactive,
@@ -133,10 +130,7 @@ pub fn same_seed_and_history_give_same_suggestion(sampler: &dyn Sampler) {
             .unwrap();
         assert_eq!(a, b, "{}: not deterministic", sampler.name());
         let value = score(&a);
-        history.push(Observation {
-            params: a,
-            outcome: Outcome::Completed(value),
-        });
+        history.push(Observation::new(a, Outcome::Completed(value)));
     }
     let other = sampler
         .suggest(&ctx(&space, &[], 100, Direction::Minimize))
@@ -171,7 +165,7 @@ pub fn never_repeats_completed_pending_or_failed(sampler: &dyn Sampler) {
             2 => Outcome::Failed,
             _ => Outcome::Pruned(Some(1.0)),
         };
-        history.push(Observation { params, outcome });
+        history.push(Observation::new(params, outcome));
     }
 }
 
@@ -181,9 +175,9 @@ pub fn reports_exhaustion_of_a_finite_space(sampler: &dyn Sampler) {
     assert_eq!(all.len(), SMALL_SPACE_SIZE);
     let history: Vec<Observation> = all
         .into_iter()
-        .map(|params| Observation {
-            outcome: Outcome::Completed(score(&params)),
-            params,
+        .map(|params| {
+            let value = score(&params);
+            Observation::new(params, Outcome::Completed(value))
         })
         .collect();
     let err = sampler
@@ -208,10 +202,7 @@ pub fn one_point_space_gives_one_config(sampler: &dyn Sampler) {
         .suggest(&ctx(&space, &[], 0, Direction::Maximize))
         .unwrap();
     assert!(first.is_empty(), "{}: {first:?}", sampler.name());
-    let history = [Observation {
-        params: first,
-        outcome: Outcome::Pending,
-    }];
+    let history = [Observation::new(first, Outcome::Pending)];
     assert!(matches!(
         sampler.suggest(&ctx(&space, &history, 0, Direction::Maximize)),
         Err(OptimError::Exhausted { distinct: 1 })
@@ -231,10 +222,7 @@ pub fn log_scale_covers_every_decade(sampler: &dyn Sampler) {
         if let Some(ParamValue::Float(lr)) = params.get("lr") {
             decades.insert(lr.log10().floor() as i64);
         }
-        history.push(Observation {
-            params,
-            outcome: Outcome::Pending,
-        });
+        history.push(Observation::new(params, Outcome::Pending));
     }
     assert!(
         decades.len() >= 4,

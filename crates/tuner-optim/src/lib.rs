@@ -19,7 +19,7 @@ pub mod problems;
 mod random;
 mod sobol;
 
-pub use gp_sampler::{GpConfig, GpSampler, PendingStrategy, parameter_importance};
+pub use gp_sampler::{CostAware, GpConfig, GpSampler, PendingStrategy, parameter_importance};
 pub use random::RandomSampler;
 
 use std::{borrow::Cow, collections::HashSet};
@@ -52,6 +52,25 @@ pub enum Outcome {
 pub struct Observation {
     pub params: Params,
     pub outcome: Outcome,
+    /// What one unit of the trial's work took, in seconds (for built-in trials: wall
+    /// seconds per epoch it ran), where known: completed and pruned trials with stored
+    /// timings. A cost-aware sampler models it; others ignore it.
+    pub cost: Option<f64>,
+    /// For a pruned trial: the final value its pruner predicted from its learning
+    /// curve, a better stand-in for the value it never reached than none.
+    pub predicted: Option<f64>,
+}
+
+impl Observation {
+    /// An observation without cost or prediction.
+    pub fn new(params: Params, outcome: Outcome) -> Self {
+        Self {
+            params,
+            outcome,
+            cost: None,
+            predicted: None,
+        }
+    }
 }
 
 /// Everything a sampler may look at to propose trial number `trial_number`.

@@ -72,10 +72,7 @@ mod tests {
             "version: 1\nname: t\nobjective: {metric: m, direction: maximize}\nbudget: {max_trials: 4}\nparameters:\n  k: {type: categorical, values: [a, b, c, d]}\n",
         );
         let all = space.enumerate(10).unwrap();
-        let pending = |p: &Params| Observation {
-            params: p.clone(),
-            outcome: Outcome::Pending,
-        };
+        let pending = |p: &Params| Observation::new(p.clone(), Outcome::Pending);
         let history: Vec<Observation> = all[..1].iter().map(pending).collect();
         let batch: Vec<Observation> = all[1..3].iter().map(pending).collect();
         let seen: std::collections::HashSet<String> =

@@ -128,10 +128,8 @@ impl Snapshot {
     /// batch's first insert cost O(trials) per batch (a replica with small batches spent
     /// most of its CPU cloning params).
     pub fn inserted(&mut self, params: &Params) {
-        self.batch.push(Observation {
-            params: params.clone(),
-            outcome: Outcome::Pending,
-        });
+        self.batch
+            .push(Observation::new(params.clone(), Outcome::Pending));
         self.counts.running += 1;
     }
 
@@ -141,12 +139,41 @@ impl Snapshot {
     }
 }
 
-/// What a trial means to a sampler.
+/// What a trial means to a sampler: its outcome, its cost from the stored timings, and
+/// for a pruned trial the final value its pruner predicted (kept in its metrics), so a
+/// restarted server rebuilds exactly what it had.
 pub fn observation(t: &TrialRecord) -> Observation {
-    Observation {
-        params: t.params.clone(),
-        outcome: outcome(t.state, t.value),
+    let mut observation = Observation::new(t.params.clone(), outcome(t.state, t.value));
+    observation.cost = cost_seconds(t);
+    if t.state == TrialState::Pruned {
+        observation.predicted = t
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get(PREDICTED_VALUE))
+            .and_then(serde_json::Value::as_f64)
+            .filter(|v| v.is_finite());
     }
+    observation
+}
+
+/// The metric a pruner that extrapolates learning curves stores on the trials it stops.
+pub const PREDICTED_VALUE: &str = "predicted_value";
+
+/// Wall seconds per epoch the trial ran (lease to finish over its last reported epoch;
+/// the whole run for trials that report no epochs), for completed and pruned trials.
+/// Per epoch, so a trial pruned early counts as what a full run of it costs per epoch;
+/// the study's epochs are the same for every trial, so the sampler's cost ratios are
+/// those of full runs. Clamped at 1 ms: the store keeps milliseconds.
+fn cost_seconds(t: &TrialRecord) -> Option<f64> {
+    if !matches!(t.state, TrialState::Completed | TrialState::Pruned) {
+        return None;
+    }
+    let elapsed_ms = t.finished_at? - t.started_at?;
+    if elapsed_ms < 0 {
+        return None;
+    }
+    let epochs = t.last_epoch.unwrap_or(1).max(1);
+    Some((elapsed_ms.max(1) as f64 / 1000.0) / f64::from(epochs))
 }
 
 fn outcome(state: TrialState, value: Option<f64>) -> Outcome {
@@ -276,7 +303,7 @@ impl Histories {
 mod tests {
     use serde_json::json;
     use tuner_core::{Direction, ParamValue, Params};
-    use tuner_store::{Finish, LeaseGrant, NewStudy, SqliteStore};
+    use tuner_store::{Finish, LeaseGrant, NewEpoch, NewStudy, SqliteStore};
 
     use super::*;
 
@@ -377,5 +404,94 @@ mod tests {
                 .iter()
                 .all(|o| o.outcome == Outcome::Pending)
         );
+    }
+
+    /// Costs come from the stored timings (seconds per epoch run) and a curve pruner's
+    /// prediction from the pruned trial's metrics: what a restarted server reads back.
+    #[tokio::test]
+    async fn costs_and_predictions_are_read_from_the_stored_trials() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).await.unwrap();
+        let study = store
+            .create_study(
+                NewStudy {
+                    name: "c".into(),
+                    spec: json!({}),
+                    direction: Direction::Maximize,
+                    max_retries: 0,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let histories = Histories::default();
+        let mut finished = Vec::new();
+        // (lease time, epochs reported, finish time, state, metrics)
+        let runs = [
+            (1_000, 2, 7_000, TrialState::Completed, None),
+            (
+                2_000,
+                1,
+                4_000,
+                TrialState::Pruned,
+                Some(json!({PREDICTED_VALUE: 0.5})),
+            ),
+            (3_000, 0, 8_000, TrialState::Completed, None),
+            (3_000, 1, 9_000, TrialState::Failed, None),
+        ];
+        for (i, (start, epochs, end, state, metrics)) in runs.into_iter().enumerate() {
+            let mut p = Params::new();
+            p.insert("x".into(), ParamValue::Int(i as i64));
+            let token = format!("t{i}");
+            let t = store
+                .insert_leased_trial(
+                    study.id,
+                    &p,
+                    &LeaseGrant {
+                        expires_at: start + 100_000,
+                        ..grant(&token, start)
+                    },
+                )
+                .await
+                .unwrap();
+            histories.record(&t).await;
+            for epoch in 1..=epochs {
+                let report = NewEpoch {
+                    epoch,
+                    value: Some(0.1),
+                    metrics: json!({}),
+                };
+                store
+                    .report_epoch(t.id, &token, start + 10, start + 100_000, &report)
+                    .await
+                    .unwrap();
+            }
+            let done = store
+                .finish_trial(
+                    t.id,
+                    &token,
+                    end,
+                    Finish {
+                        state,
+                        value: (state != TrialState::Failed).then_some(0.2),
+                        metrics,
+                        reason: None,
+                    },
+                )
+                .await
+                .unwrap();
+            histories.record(&done).await;
+            finished.push(done);
+        }
+        let cached = histories.snapshot(&store, study.id).await.unwrap();
+        let fresh = Histories::default()
+            .snapshot(&store, study.id)
+            .await
+            .unwrap();
+        assert_eq!(cached.observations, fresh.observations);
+        let costs: Vec<Option<f64>> = fresh.observations.iter().map(|o| o.cost).collect();
+        assert_eq!(costs, [Some(3.0), Some(2.0), Some(5.0), None]);
+        let predicted: Vec<Option<f64>> = fresh.observations.iter().map(|o| o.predicted).collect();
+        assert_eq!(predicted, [None, Some(0.5), None, None]);
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use rand::Rng;
 use tuner_api::{AskResponse, Lease, LeasedTrial, Timestamp};
 use tuner_core::{OptimizerKind, Params, StudySpec};
-use tuner_optim::{GpConfig, GpSampler, OptimError, RandomSampler, Sampler, SuggestContext};
+use tuner_optim::{
+    CostAware, GpConfig, GpSampler, OptimError, RandomSampler, Sampler, SuggestContext,
+};
 use tuner_store::{LeaseGrant, StudyRecord, TrialRecord};
 
 use crate::{ApiError, AppState, views};
@@ -28,6 +30,9 @@ pub fn sampler_for(spec: &StudySpec) -> Box<dyn Sampler> {
         OptimizerKind::Random => Box::new(RandomSampler),
         OptimizerKind::Gp => Box::new(GpSampler::new(GpConfig {
             initial_trials: spec.optimizer.initial_trials,
+            cost_aware: spec.optimizer.cost_aware.then_some(CostAware {
+                budget_trials: spec.budget.max_trials,
+            }),
             ..GpConfig::default()
         })),
     }

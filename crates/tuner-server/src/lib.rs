@@ -25,6 +25,7 @@
 
 mod ask;
 mod clock;
+mod curve;
 mod dashboard;
 mod error;
 mod history;

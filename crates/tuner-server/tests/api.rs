@@ -1327,6 +1327,62 @@ async fn asha_promotes_only_the_top_third_at_each_rung() {
 }
 
 #[tokio::test]
+async fn the_curve_pruner_stops_hopeless_curves_and_keeps_its_prediction() {
+    let s = TestServer::new().await;
+    let id = s
+        .create(&space(
+            10,
+            1,
+            "trainer: {kind: external, epochs: 3}\n\
+             pruner: {kind: curve, min_trials: 4, warmup_epochs: 1}\n",
+        ))
+        .await;
+    // Four completed curves: final ≈ epoch-2 value + 0.01 (none pruned: too few peers).
+    for curve in [
+        [0.80, 0.83, 0.84],
+        [0.82, 0.85, 0.861],
+        [0.84, 0.87, 0.879],
+        [0.86, 0.89, 0.902],
+    ] {
+        assert_eq!(run_curve(&s, id, &curve).await, None);
+    }
+    // Far behind and flat at epoch 2 (the first after the warmup): stopped there.
+    assert_eq!(run_curve(&s, id, &[0.60, 0.62, 0.95]).await, Some(2));
+    // Behind at epoch 2 but still climbing steeply: not stopped.
+    assert_eq!(run_curve(&s, id, &[0.70, 0.86, 0.91]).await, None);
+    let trials = s.get(&format!("/studies/{id}/trials?state=pruned")).await;
+    let pruned = trials.body["trials"].as_array().unwrap();
+    assert_eq!(pruned.len(), 1, "{}", trials.body);
+    let reason = pruned[0]["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("its curve predicts"), "{reason}");
+    let trial = s.get(&format!("/trials/{}", pruned[0]["id"])).await;
+    let predicted = trial.body["metrics"]["predicted_value"].as_f64().unwrap();
+    assert!((predicted - 0.63).abs() < 0.02, "{}", trial.body);
+
+    // The pruner needs to know the last epoch.
+    let bad = s
+        .post_yaml("/studies", &space(5, 1, "pruner: {kind: curve}\n"))
+        .await;
+    assert_error(
+        &bad,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_search_space",
+    );
+    assert_eq!(bad.body["error"]["details"][0]["path"], "pruner.kind");
+    let bad = s
+        .post_yaml(
+            "/studies",
+            &space(
+                5,
+                1,
+                "trainer: {kind: external, epochs: 3}\npruner: {kind: curve, min_trials: 2}\n",
+            ),
+        )
+        .await;
+    assert_eq!(bad.body["error"]["details"][0]["path"], "pruner.min_trials");
+}
+
+#[tokio::test]
 async fn pruner_sections_are_checked_per_kind() {
     let s = TestServer::new().await;
     let bad = s

@@ -60,6 +60,7 @@ macro_rules! pg_only {
 
 conformance!(
     studies_are_created_listed_and_deleted,
+    summaries_carry_what_a_cost_model_and_the_curve_pruner_left,
     concurrent_inserts_from_replicas_get_dense_unique_numbers,
     a_duplicate_config_is_refused_and_nothing_is_stored,
     only_the_lease_holder_may_touch_a_running_trial,
@@ -644,6 +645,59 @@ async fn a_duplicate_config_is_refused_and_nothing_is_stored(b: &Backend) {
     }
     assert_eq!(won, 1);
     assert_eq!(one.trial_counts(racing.id).await.unwrap().total(), 1);
+}
+
+/// What the sampler reads from `trial_summaries` besides the outcome: the lease and
+/// finish times and the last epoch (a trial's cost per epoch), and a pruned trial's
+/// metrics (the curve pruner's prediction), the same from both backends.
+async fn summaries_carry_what_a_cost_model_and_the_curve_pruner_left(b: &Backend) {
+    let store = b.open().await;
+    let study = store
+        .create_study(new_study(Direction::Maximize, 0), 0)
+        .await
+        .unwrap();
+    let t = store
+        .insert_leased_trial(study.id, &params(1), &grant("a", 1_000, 100_000))
+        .await
+        .unwrap();
+    for epoch in 1..=2 {
+        let report = NewEpoch {
+            epoch,
+            value: Some(0.5),
+            metrics: json!({}),
+        };
+        store
+            .report_epoch(t.id, "a", 2_000, 100_000, &report)
+            .await
+            .unwrap();
+    }
+    store
+        .finish_trial_unleased(
+            t.id,
+            7_000,
+            Finish {
+                state: TrialState::Pruned,
+                value: Some(0.5),
+                metrics: Some(json!({"predicted_value": 0.75})),
+                reason: Some("curve".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let summary = &store.trial_summaries(study.id).await.unwrap()[0];
+    assert_eq!(
+        (
+            summary.state,
+            summary.started_at,
+            summary.finished_at,
+            summary.last_epoch
+        ),
+        (TrialState::Pruned, Some(1_000), Some(7_000), Some(2))
+    );
+    assert_eq!(
+        summary.metrics.as_ref().unwrap()["predicted_value"],
+        json!(0.75)
+    );
 }
 
 async fn only_the_lease_holder_may_touch_a_running_trial(b: &Backend) {

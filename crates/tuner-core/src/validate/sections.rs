@@ -75,18 +75,33 @@ impl Validator {
         let budget = self
             .required("", map, "budget")
             .and_then(|v| self.budget(v));
+        // Cost-aware search is on by default where trial costs are known to differ
+        // (the built-in CNN: several-fold between small and large configurations).
+        let default_cost_aware = trainer
+            .as_ref()
+            .is_some_and(|t| t.kind == TrainerKind::FashionMnistCnn);
         let optimizer = match map.get("optimizer") {
-            Some(v) => self.optimizer(v),
+            Some(v) => self.optimizer(v, default_cost_aware),
             None => Some(OptimizerSpec {
                 kind: OptimizerKind::Gp,
                 initial_trials: 10,
                 seed: 0,
+                cost_aware: default_cost_aware,
             }),
         };
         let pruner = match map.get("pruner") {
             Some(v) => self.pruner(v).map(Some),
             None => Some(None),
         };
+        if let (Some(Some(PrunerSpec::Curve { .. })), Some(trainer)) = (&pruner, &trainer)
+            && trainer.epochs.is_none()
+        {
+            self.err(
+                "pruner.kind",
+                "the curve pruner predicts each trial's value at its last epoch: \
+                 set trainer.epochs",
+            );
+        }
         let parameters = self
             .required("", map, "parameters")
             .and_then(|v| self.parameters(v));
@@ -228,8 +243,12 @@ impl Validator {
         })
     }
 
-    fn optimizer(&mut self, v: &Value) -> Option<OptimizerSpec> {
-        let map = self.object("optimizer", v, &["kind", "initial_trials", "seed"])?;
+    fn optimizer(&mut self, v: &Value, default_cost_aware: bool) -> Option<OptimizerSpec> {
+        let map = self.object(
+            "optimizer",
+            v,
+            &["kind", "initial_trials", "seed", "cost_aware"],
+        )?;
         let kind = self.required("optimizer", map, "kind").and_then(|v| {
             self.choice(
                 "optimizer.kind",
@@ -239,15 +258,30 @@ impl Validator {
         });
         let initial = self.bounded_int("optimizer", map, "initial_trials", 1, 100_000, Some(10));
         let seed = self.bounded_int("optimizer", map, "seed", 0, i64::MAX, Some(0));
+        let cost_aware = match map.get("cost_aware") {
+            Some(v) => {
+                let set = self.boolean("optimizer.cost_aware", Some(v));
+                if set == Some(true) && kind == Some(OptimizerKind::Random) {
+                    self.err(
+                        "optimizer.cost_aware",
+                        "only the gp optimizer models trial costs; remove cost_aware or use kind: gp",
+                    );
+                    return None;
+                }
+                set
+            }
+            None => Some(default_cost_aware && kind == Some(OptimizerKind::Gp)),
+        };
         Some(OptimizerSpec {
             kind: kind?,
             initial_trials: initial? as u32,
             seed: seed? as u64,
+            cost_aware: cost_aware?,
         })
     }
 
     fn pruner(&mut self, v: &Value) -> Option<PrunerSpec> {
-        const KINDS: &[(&str, u8)] = &[("none", 0), ("median", 1), ("asha", 2)];
+        const KINDS: &[(&str, u8)] = &[("none", 0), ("median", 1), ("asha", 2), ("curve", 3)];
         let Value::Object(map) = v else {
             self.err(
                 "pruner",
@@ -260,7 +294,7 @@ impl Validator {
             .and_then(|v| self.choice("pruner.kind", v, KINDS))?;
         let allowed: &[&str] = match kind {
             0 => &["kind"],
-            1 => &["kind", "warmup_epochs", "min_trials"],
+            1 | 3 => &["kind", "warmup_epochs", "min_trials"],
             _ => &["kind", "min_resource", "reduction_factor"],
         };
         self.object("pruner", v, allowed)?;
@@ -270,6 +304,18 @@ impl Validator {
                 let warmup = self.bounded_int("pruner", map, "warmup_epochs", 0, 10_000, Some(1));
                 let min_trials = self.bounded_int("pruner", map, "min_trials", 1, 100_000, Some(5));
                 Some(PrunerSpec::Median {
+                    warmup_epochs: warmup? as u32,
+                    min_trials: min_trials? as u32,
+                })
+            }
+            3 => {
+                // No warmup by default: the prediction's own uncertainty (few peers,
+                // an unusual first epoch) already keeps early stops cautious.
+                let warmup = self.bounded_int("pruner", map, "warmup_epochs", 0, 10_000, Some(0));
+                // The regression of final on current values needs a few points to
+                // say anything (and to estimate its own error).
+                let min_trials = self.bounded_int("pruner", map, "min_trials", 3, 100_000, Some(5));
+                Some(PrunerSpec::Curve {
                     warmup_epochs: warmup? as u32,
                     min_trials: min_trials? as u32,
                 })

@@ -1,6 +1,8 @@
-//! The acquisition search over a mixed space: log expected improvement maximized by
-//! local search, with continuous (L-BFGS) and discrete (one-coordinate) steps.
+//! The acquisition search over a mixed space: log expected improvement (less the cost
+//! penalty when the search is cost-aware) maximized by local search, with continuous
+//! (L-BFGS) and discrete (one-coordinate) steps.
 
+use super::cost::CostModel;
 use super::model::Model;
 use super::{EXHAUSTIVE_LIMIT, JOINT_MOVES};
 use crate::{
@@ -8,20 +10,24 @@ use crate::{
     gp::{self, Scratch},
 };
 
-/// Log EI over canonical points, with the local search.
+/// Log EI (per cost^α with a cost model) over canonical points, with the local search.
 pub(super) struct Acquisition<'m, 'a> {
     model: &'m Model<'a>,
+    cost: Option<&'m CostModel>,
     scratch: Scratch,
+    cost_scratch: Scratch,
     active: Vec<bool>,
     feat: Vec<f64>,
     neighbours: Vec<f64>,
 }
 
 impl<'m, 'a> Acquisition<'m, 'a> {
-    pub(super) fn new(model: &'m Model<'a>) -> Self {
+    pub(super) fn new(model: &'m Model<'a>, cost: Option<&'m CostModel>) -> Self {
         Self {
             model,
+            cost,
             scratch: Scratch::default(),
+            cost_scratch: Scratch::default(),
             active: Vec::new(),
             feat: Vec::new(),
             neighbours: Vec::new(),
@@ -33,7 +39,10 @@ impl<'m, 'a> Acquisition<'m, 'a> {
             .coder
             .features(z, &mut self.active, &mut self.feat);
         let (mean, var) = self.model.post.predict(&self.feat, &mut self.scratch);
-        gp::log_ei(mean, var.sqrt(), self.model.best).0
+        let penalty = self
+            .cost
+            .map_or(0.0, |c| c.penalty(&self.feat, &mut self.cost_scratch));
+        gp::log_ei(mean, var.sqrt(), self.model.best).0 - penalty
     }
 
     /// Coordinate search on discrete parameters interleaved with L-BFGS on the
@@ -81,8 +90,10 @@ impl<'m, 'a> Acquisition<'m, 'a> {
         let mut point = z.to_vec();
         let mut d_mean = vec![0.0; dims.len()];
         let mut d_var = vec![0.0; dims.len()];
-        let model = self.model;
+        let (mut d_cost, mut d_unused) = (vec![0.0; dims.len()], vec![0.0; dims.len()]);
+        let (model, cost) = (self.model, self.cost);
         let (scratch, active, feat) = (&mut self.scratch, &mut self.active, &mut self.feat);
+        let cost_scratch = &mut self.cost_scratch;
         let (x, neg) = gp::minimize(
             |x, g| {
                 for (k, &j) in dims.iter().enumerate() {
@@ -95,10 +106,14 @@ impl<'m, 'a> Acquisition<'m, 'a> {
                         .predict_with_grad(feat, &dims, scratch, &mut d_mean, &mut d_var);
                 let sd = var.sqrt();
                 let (v, dm, ds) = gp::log_ei(mean, sd, model.best);
+                let penalty = cost.map_or(0.0, |c| {
+                    c.penalty_with_grad(feat, &dims, cost_scratch, &mut d_cost, &mut d_unused)
+                });
                 for k in 0..dims.len() {
-                    g[k] = -(dm * d_mean[k] + ds * d_var[k] / (2.0 * sd));
+                    let d_penalty = if cost.is_some() { d_cost[k] } else { 0.0 };
+                    g[k] = -(dm * d_mean[k] + ds * d_var[k] / (2.0 * sd) - d_penalty);
                 }
-                -v
+                penalty - v
             },
             &x0,
             &gp::Bounds {

@@ -22,10 +22,12 @@ use crate::{
 };
 
 mod acquisition;
+mod cost;
 mod importance;
 mod model;
 
 use acquisition::Acquisition;
+pub use cost::CostAware;
 pub use importance::parameter_importance;
 use model::Model;
 
@@ -61,6 +63,8 @@ pub struct GpConfig {
     pub max_points: usize,
     /// Most observations used to fit the kernel hyperparameters.
     pub max_fit_points: usize,
+    /// Weigh EI against predicted trial cost (see `cost`); `None`: plain EI.
+    pub cost_aware: Option<CostAware>,
 }
 
 impl Default for GpConfig {
@@ -72,6 +76,7 @@ impl Default for GpConfig {
             max_candidates: 2048,
             max_points: 500,
             max_fit_points: 120,
+            cost_aware: None,
         }
     }
 }
@@ -122,7 +127,13 @@ impl Sampler for GpSampler {
             let seed = derive_seed(ctx.seed, ctx.trial_number);
             let history = ctx.observations();
             let model = Model::build(&coder, ctx.direction, &history, seed, &self.config, true);
-            if let Some(params) = model.and_then(|m| self.search(&m, ctx, seed, &seen)) {
+            let cost = model
+                .as_ref()
+                .and(self.config.cost_aware.as_ref())
+                .and_then(|c| cost::CostModel::build(&coder, &history, c, &self.config, seed));
+            if let Some(params) =
+                model.and_then(|m| self.search(&m, cost.as_ref(), ctx, seed, &seen))
+            {
                 return Ok(params);
             }
         }
@@ -155,6 +166,7 @@ impl GpSampler {
     fn search(
         &self,
         model: &Model,
+        cost: Option<&cost::CostModel>,
         ctx: &SuggestContext<'_>,
         seed: u64,
         seen: &SeenKeys<'_>,
@@ -162,7 +174,7 @@ impl GpSampler {
         let coder = model.coder;
         let p = coder.len();
         let n = model.n_train;
-        let mut acq = Acquisition::new(model);
+        let mut acq = Acquisition::new(model, cost);
 
         // 1. Screening: scrambled Sobol' points plus perturbations of the best trials
         //    (where refinements usually are), as many as the work budget allows.
@@ -293,10 +305,7 @@ mod tests {
                 })
                 .unwrap();
             let value = quad(&params);
-            history.push(Observation {
-                params,
-                outcome: Outcome::Completed(value),
-            });
+            history.push(Observation::new(params, Outcome::Completed(value)));
         }
         history
     }
@@ -335,10 +344,7 @@ mod tests {
                 })
                 .unwrap();
             let value = quad(&params);
-            history.push(Observation {
-                params,
-                outcome: Outcome::Completed(value),
-            });
+            history.push(Observation::new(params, Outcome::Completed(value)));
         }
         let best = |h: &[Observation]| {
             h.iter()

@@ -58,7 +58,9 @@ impl<'a> Model<'a> {
         let median = median(&goodness);
         for o in history {
             if let Outcome::Pruned(_) = o.outcome {
-                goodness.push(median);
+                // A learning-curve pruner's prediction of the final value, where it
+                // made one, is better information than the median.
+                goodness.push(o.predicted.map_or(median, orient));
                 zs.push(coder.encode(&o.params));
             }
         }
