@@ -38,6 +38,11 @@ pub async fn should_prune(
             predicted: None,
         })
     };
+    // At the trainer's last epoch the work is done: stopping saves nothing and would
+    // turn a fully trained trial's final value into a pruned one.
+    if spec.trainer.epochs.is_some_and(|last| epoch >= last) {
+        return Ok(None);
+    }
     match spec.pruner {
         None | Some(PrunerSpec::None) => Ok(None),
         Some(PrunerSpec::Median {

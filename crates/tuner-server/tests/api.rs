@@ -940,6 +940,49 @@ async fn the_median_rule_prunes_trials_behind_the_median() {
 }
 
 #[tokio::test]
+async fn no_pruner_stops_a_trial_at_the_trainers_last_epoch() {
+    // At the last epoch the training is done: stopping would save nothing and turn a
+    // fully trained trial's value into a pruned one.
+    for pruner in [
+        "{kind: median, warmup_epochs: 0, min_trials: 1}",
+        "{kind: asha, min_resource: 1, reduction_factor: 2}",
+    ] {
+        let s = TestServer::new().await;
+        let extra = format!("trainer: {{kind: external, epochs: 2}}\npruner: {pruner}\n");
+        let id = s.create(&space(5, 1, &extra)).await;
+        let report = |trial: i64, token: String, epoch: u32, value: f64| {
+            let s = &s;
+            async move {
+                s.post(
+                    &format!("/trials/{trial}/report"),
+                    json!({"lease_token": token, "epoch": epoch, "value": value}),
+                )
+                .await
+            }
+        };
+        let (a, ka) = s.ask(id).await.unwrap();
+        report(a, ka.clone(), 1, 0.5).await;
+        report(a, ka.clone(), 2, 0.8).await;
+        s.complete(a, &ka, 0.8).await;
+
+        // The pruner is live before the last epoch...
+        let (b, kb) = s.ask(id).await.unwrap();
+        let r = report(b, kb, 1, 0.1).await;
+        assert_eq!(r.body["action"], "stop", "{pruner}: {}", r.body);
+
+        // ...and never at it, however far behind.
+        let (c, kc) = s.ask(id).await.unwrap();
+        let r = report(c, kc.clone(), 1, 0.6).await;
+        assert_eq!(r.body["action"], "continue", "{pruner}: {}", r.body);
+        let r = report(c, kc.clone(), 2, 0.2).await;
+        assert_eq!(r.body["action"], "continue", "{pruner}: {}", r.body);
+        s.complete(c, &kc, 0.2).await;
+        let t = s.get(&format!("/trials/{c}")).await;
+        assert_eq!(t.body["state"], "completed", "{pruner}");
+    }
+}
+
+#[tokio::test]
 async fn worker_pools_ask_any_study_and_release_trials_on_shutdown() {
     let s = TestServer::new().await;
     // Nothing to do yet: a pool is told to wait, never that it is done.
