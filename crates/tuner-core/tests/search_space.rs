@@ -87,7 +87,7 @@ fn defaults_fill_optional_sections() {
 }
 
 #[test]
-fn cost_aware_defaults_to_the_trainer_and_the_curve_pruner_to_no_warmup() {
+fn cost_aware_is_opt_in_and_the_curve_pruner_defaults_to_no_warmup() {
     let doc = |trainer: &str, optimizer: &str, pruner: &str| {
         parse(&format!(
             "version: 1\nname: n\nobjective: {{metric: val_accuracy, direction: maximize}}\n\
@@ -97,9 +97,14 @@ fn cost_aware_defaults_to_the_trainer_and_the_curve_pruner_to_no_warmup() {
         .unwrap()
     };
     let builtin = "trainer: {kind: fashion-mnist-cnn, epochs: 3}\n";
-    assert!(doc(builtin, "", "").optimizer.cost_aware);
+    assert!(!doc(builtin, "", "").optimizer.cost_aware);
     assert!(
-        doc(builtin, "optimizer: {kind: gp}\n", "")
+        !doc(builtin, "optimizer: {kind: gp}\n", "")
+            .optimizer
+            .cost_aware
+    );
+    assert!(
+        doc(builtin, "optimizer: {kind: gp, cost_aware: true}\n", "")
             .optimizer
             .cost_aware
     );

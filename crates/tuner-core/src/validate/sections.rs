@@ -75,18 +75,13 @@ impl Validator {
         let budget = self
             .required("", map, "budget")
             .and_then(|v| self.budget(v));
-        // Cost-aware search is on by default where trial costs are known to differ
-        // (the built-in CNN: several-fold between small and large configurations).
-        let default_cost_aware = trainer
-            .as_ref()
-            .is_some_and(|t| t.kind == TrainerKind::FashionMnistCnn);
         let optimizer = match map.get("optimizer") {
-            Some(v) => self.optimizer(v, default_cost_aware),
+            Some(v) => self.optimizer(v),
             None => Some(OptimizerSpec {
                 kind: OptimizerKind::Gp,
                 initial_trials: 10,
                 seed: 0,
-                cost_aware: default_cost_aware,
+                cost_aware: false,
             }),
         };
         let pruner = match map.get("pruner") {
@@ -243,7 +238,7 @@ impl Validator {
         })
     }
 
-    fn optimizer(&mut self, v: &Value, default_cost_aware: bool) -> Option<OptimizerSpec> {
+    fn optimizer(&mut self, v: &Value) -> Option<OptimizerSpec> {
         let map = self.object(
             "optimizer",
             v,
@@ -270,7 +265,9 @@ impl Validator {
                 }
                 set
             }
-            None => Some(default_cost_aware && kind == Some(OptimizerKind::Gp)),
+            // Opt-in until the time-to-accuracy benchmark (bench/tta) measures it on
+            // the built-in task.
+            None => Some(false),
         };
         Some(OptimizerSpec {
             kind: kind?,
