@@ -845,7 +845,10 @@ async fn worker(
     }
     let runner = Arc::new(tuner_worker::CnnRunner::new(data_dir));
     let worker = tuner_worker::Worker::new(client.clone(), runner, options, shutdown);
-    eprintln!("worker: serving {}", client.servers().join(", "));
+    eprintln!(
+        "worker: checking the data and one training step, then serving {}",
+        client.servers().join(", ")
+    );
     let summary = worker.run().await?;
     eprintln!(
         "worker: done: {} completed, {} failed, {} stopped, {} released, {} lost",

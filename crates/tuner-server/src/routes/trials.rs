@@ -416,7 +416,16 @@ async fn finish(
         .store()
         .finish_trial(id, token, state.now_ms(), how)
         .await?;
-    tracing::info!(trial = %id, state = %trial.state, value = ?trial.value, reason = ?trial.failure_reason, "trial finished");
+    // `value` and `reason` only where the trial has one, not as `Some(..)`.
+    match (&trial.value, &trial.failure_reason) {
+        (Some(value), _) => {
+            tracing::info!(trial = %id, state = %trial.state, value, "trial finished")
+        }
+        (None, Some(reason)) => {
+            tracing::info!(trial = %id, state = %trial.state, reason = %reason, "trial finished")
+        }
+        (None, None) => tracing::info!(trial = %id, state = %trial.state, "trial finished"),
+    }
     settle::after_finish(state, &trial).await?;
     Ok(Json(views::trial(&trial)))
 }
