@@ -303,7 +303,7 @@ impl Histories {
 mod tests {
     use serde_json::json;
     use tuner_core::{Direction, ParamValue, Params};
-    use tuner_store::{Finish, LeaseGrant, NewEpoch, NewStudy, SqliteStore};
+    use tuner_store::{Finish, LeaseGrant, NewEpoch, NewStudy, SqliteStore, StudyRecord};
 
     use super::*;
 
@@ -316,10 +316,8 @@ mod tests {
         }
     }
 
-    /// After any sequence of changes recorded as the handlers do, the cached history
-    /// equals a fresh load from the database.
-    #[tokio::test]
-    async fn recorded_changes_match_a_fresh_load() {
+    /// A SQLite store in a temporary directory with one study in it.
+    async fn store_with_a_study() -> (tempfile::TempDir, SqliteStore, StudyRecord) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("h.db")).await.unwrap();
         let study = store
@@ -334,6 +332,14 @@ mod tests {
             )
             .await
             .unwrap();
+        (dir, store, study)
+    }
+
+    /// After any sequence of changes recorded as the handlers do, the cached history
+    /// equals a fresh load from the database.
+    #[tokio::test]
+    async fn recorded_changes_match_a_fresh_load() {
+        let (_dir, store, study) = store_with_a_study().await;
         let histories = Histories::default();
         assert!(
             histories
@@ -410,20 +416,7 @@ mod tests {
     /// prediction from the pruned trial's metrics: what a restarted server reads back.
     #[tokio::test]
     async fn costs_and_predictions_are_read_from_the_stored_trials() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("c.db")).await.unwrap();
-        let study = store
-            .create_study(
-                NewStudy {
-                    name: "c".into(),
-                    spec: json!({}),
-                    direction: Direction::Maximize,
-                    max_retries: 0,
-                },
-                0,
-            )
-            .await
-            .unwrap();
+        let (_dir, store, study) = store_with_a_study().await;
         let histories = Histories::default();
         let mut finished = Vec::new();
         // (lease time, epochs reported, finish time, state, metrics)
