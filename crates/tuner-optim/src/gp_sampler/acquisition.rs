@@ -90,7 +90,8 @@ impl<'m, 'a> Acquisition<'m, 'a> {
         let mut point = z.to_vec();
         let mut d_mean = vec![0.0; dims.len()];
         let mut d_var = vec![0.0; dims.len()];
-        let (mut d_cost, mut d_unused) = (vec![0.0; dims.len()], vec![0.0; dims.len()]);
+        // Stays zero without a cost model.
+        let mut d_cost = vec![0.0; dims.len()];
         let (model, cost) = (self.model, self.cost);
         let (scratch, active, feat) = (&mut self.scratch, &mut self.active, &mut self.feat);
         let cost_scratch = &mut self.cost_scratch;
@@ -107,11 +108,10 @@ impl<'m, 'a> Acquisition<'m, 'a> {
                 let sd = var.sqrt();
                 let (v, dm, ds) = gp::log_ei(mean, sd, model.best);
                 let penalty = cost.map_or(0.0, |c| {
-                    c.penalty_with_grad(feat, &dims, cost_scratch, &mut d_cost, &mut d_unused)
+                    c.penalty_with_grad(feat, &dims, cost_scratch, &mut d_cost)
                 });
                 for k in 0..dims.len() {
-                    let d_penalty = if cost.is_some() { d_cost[k] } else { 0.0 };
-                    g[k] = -(dm * d_mean[k] + ds * d_var[k] / (2.0 * sd) - d_penalty);
+                    g[k] = -(dm * d_mean[k] + ds * d_var[k] / (2.0 * sd) - d_cost[k]);
                 }
                 penalty - v
             },

@@ -151,11 +151,8 @@ impl CostModel {
         dims: &[usize],
         scratch: &mut Scratch,
         grad: &mut [f64],
-        unused_var_grad: &mut [f64],
     ) -> f64 {
-        let (m, _) = self
-            .post
-            .predict_with_grad(feat, dims, scratch, grad, unused_var_grad);
+        let m = self.post.mean_with_grad(feat, dims, scratch, grad);
         let bound = MAX_COST_RATIO.ln();
         let offset = self.mean + self.sd * m - self.reference;
         let scale = if offset.abs() < bound {
@@ -346,8 +343,8 @@ mod tests {
         let dims: Vec<usize> = (0..coder.len()).collect();
         let z = vec![0.45, 0.4];
         coder.features(&z, &mut active, &mut feat);
-        let (mut grad, mut unused) = (vec![0.0; 2], vec![0.0; 2]);
-        let p0 = model.penalty_with_grad(&feat, &dims, &mut scratch, &mut grad, &mut unused);
+        let mut grad = vec![0.0; 2];
+        let p0 = model.penalty_with_grad(&feat, &dims, &mut scratch, &mut grad);
         assert!((p0 - model.penalty(&feat, &mut scratch)).abs() < 1e-12);
         for j in 0..2 {
             let h = 1e-5;
