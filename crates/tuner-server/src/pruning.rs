@@ -105,11 +105,12 @@ pub async fn should_prune(
             warmup_epochs,
             min_trials,
         }) => {
-            // Validation requires trainer.epochs with this pruner.
+            // Validation requires trainer.epochs with this pruner; the last epoch is
+            // never judged (above).
             let Some(last_epoch) = spec.trainer.epochs else {
                 return Ok(None);
             };
-            if epoch <= warmup_epochs || epoch >= last_epoch {
+            if epoch <= warmup_epochs {
                 return Ok(None);
             }
             let store = state.store();
@@ -122,13 +123,14 @@ pub async fn should_prune(
                     .collect::<HashMap<_, _>>()
             };
             let finals = completed(store.epoch_values(trial.study_id, last_epoch).await?);
+            // The trial's own value one epoch earlier: its epochs only, not the study's.
             let previous = if epoch > 1 {
                 store
-                    .epoch_values(trial.study_id, epoch - 1)
+                    .epochs_of_trials(&[trial.id])
                     .await?
-                    .into_iter()
-                    .find(|(id, _, _)| *id == trial.id)
-                    .and_then(|(_, _, v)| v)
+                    .remove(&trial.id)
+                    .and_then(|epochs| epochs.into_iter().find(|e| e.epoch == epoch - 1))
+                    .and_then(|e| e.value)
             } else {
                 None
             };
